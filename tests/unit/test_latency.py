@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from llenergymeasure.backends.transformers import count_output_tokens
+from llenergymeasure.measure.latency import RequestTiming, latency_summary, request_result, stats
+
+
+def timing(times, submit=10.0):
+    return RequestTiming(
+        index=0,
+        batch_index=0,
+        input_tokens=5,
+        submit_s=submit,
+        token_times_s=tuple(times),
+        output_ids=tuple(range(len(times))),
+        stopped_by_eos=False,
+    )
+
+
+def test_request_result_derives_ttft_itl_and_latency():
+    r = request_result(timing([10.5, 10.6, 10.8, 11.1]))
+    assert r.ttft_s == pytest.approx(0.5)
+    assert r.latency_s == pytest.approx(1.1)
+    assert r.itl_s == pytest.approx([0.1, 0.2, 0.3])
+    assert r.output_tokens == 4
+
+
+def test_trimmed_itl_drops_first_and_last_interval_of_each_request():
+    requests = [request_result(timing([1, 2, 4, 7, 11], submit=0))]  # itl 1,2,3,4
+    summary = latency_summary(requests)
+    assert summary.itl_s.n == 4
+    assert summary.itl_trimmed_s.n == 2
+    assert summary.itl_trimmed_s.mean == pytest.approx(2.5)
+
+
+def test_stats_percentiles_and_empty_sample():
+    s = stats(list(range(1, 101)))
+    assert s.median == pytest.approx(50.5)
+    assert s.p95 == pytest.approx(95.05)
+    assert s.min == 1 and s.max == 100
+    assert stats([]) is None
+
+
+def test_single_token_requests_have_null_itl_with_a_note():
+    summary = latency_summary([request_result(timing([1.0], submit=0))])
+    assert summary.itl_s is None and summary.ttft_s is not None
+    assert any("itl_s is null" in n for n in summary.notes)
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ([5, 6, 2, 2, 2], (3, True)),  # EOS counted, padding after it not
+        ([5, 6, 7], (3, False)),
+        ([2, 2, 2], (1, True)),
+        ([5, 2, 9, 2], (2, True)),  # nothing after the first EOS
+    ],
+)
+def test_count_output_tokens_stops_at_first_eos(row, expected):
+    assert count_output_tokens(row, {2}) == expected

@@ -1,0 +1,131 @@
+"""Real snakemake on small campaigns of the embedded model, in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).parents[2]
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, campaign: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(campaign),
+            "--cores",
+            "2",
+            "--resources",
+            "device_slot=1",
+            "--keep-going",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+
+
+def write_campaign(path: Path, **overrides) -> Path:
+    data = {
+        "name": "wf",
+        "models": ["smollm2-135m"],
+        "settings": {"max_new_tokens": 4, "num_prompts": 2, "threads": 1},
+        "grid": {"batch_size": [1, 2]},
+        "measurement": {"meter": "codecarbon", "warmup_batches": 0},
+        **overrides,
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)}
+
+
+def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
+    campaign = write_campaign(tmp_path / "campaign.yaml")
+    plan = snakemake(tmp_path, campaign, "-n")
+    assert plan.returncode == 0, plan.stderr
+    assert planned_jobs(plan.stdout)["measure"] == 2
+
+    done = snakemake(tmp_path, campaign)
+    assert done.returncode == 0, done.stderr
+    runs = pd.read_parquet(tmp_path / "results/wf/tables/runs.parquet")
+    assert sorted(runs["batch_size"]) == [1, 2]
+    assert (runs["output_tokens"] > 0).all()
+    assert (runs["energy_method"] == "codecarbon").all()
+    assert (runs["energy_confidence"] == "estimated").all(), "no counter here: an estimate"
+    assert (runs["energy_per_output_token_j"] > 0).all()
+    latency = pd.read_parquet(tmp_path / "results/wf/tables/latency.parquet")
+    assert len(latency) == 4 and latency["ttft_s"].notna().all()
+
+    again = snakemake(tmp_path, campaign, "-n")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    results = sorted((tmp_path / "results/wf/runs").glob("*/result.json"))
+    mtimes = {p: p.stat().st_mtime_ns for p in results}
+    write_campaign(campaign, grid={"batch_size": [1, 2, 3]})
+    grown = snakemake(tmp_path, campaign, "-n")
+    assert planned_jobs(grown.stdout)["measure"] == 1
+    assert snakemake(tmp_path, campaign).returncode == 0
+    assert len(pd.read_parquet(tmp_path / "results/wf/tables/runs.parquet")) == 3
+    assert {p: p.stat().st_mtime_ns for p in results} == mtimes
+
+
+def test_a_failed_run_loses_no_other_run(tmp_path, embedded_model):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    campaign = write_campaign(
+        tmp_path / "campaign.yaml",
+        models=["smollm2-135m", str(broken)],
+        grid={},
+        settings={"max_new_tokens": 2, "num_prompts": 1},
+        measurement={"meter": "none", "warmup_batches": 0},
+    )
+    done = snakemake(tmp_path, campaign)
+    assert done.returncode != 0
+    results = list((tmp_path / "results/wf/runs").glob("*/result.json"))
+    assert [p.parent.name.split("_")[0] for p in results] == ["smollm2-135m"]
+    logs = list((tmp_path / "results/wf/logs/measure").glob("broken-model_*.log"))
+    assert "cannot load model" in logs[0].read_text()
+    leftovers = list((tmp_path / "results/wf/runs").glob("broken-model_*/*"))
+    assert [p.name for p in leftovers] == ["config.json"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"grid": {"batch_size": [0]}}, "grid.batch_size.0: Input should be greater"),
+        ({"surprise": 1}, "surprise: unknown key"),
+        ({"models": ["./missing-model"]}, "models.0: model path './missing-model' does not exist"),
+    ],
+)
+def test_bad_campaign_fails_at_dry_run_with_one_line(tmp_path, change, expected):
+    campaign = write_campaign(tmp_path / "bad.yaml", **change)
+    result = snakemake(tmp_path, campaign, "-n")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {campaign}: {expected}"] or expected in errors[0]
+    assert str(campaign) in errors[0]
+    assert "Traceback" not in result.stderr

