@@ -69,6 +69,9 @@ def resolve(campaign: Path, run_id: str, output: Path) -> None:
 def run(
     config: Path,
     out: Annotated[Path, typer.Option("--out", help="Run directory for result.json.")],
+    baseline_cache: Annotated[
+        Path | None, typer.Option(help="Directory caching idle baselines across runs.")
+    ] = None,
 ) -> None:
     """Measure one run from its resolved config.json."""
     from pydantic import ValidationError
@@ -83,7 +86,7 @@ def run(
     from llenergymeasure.measure.session import run as run_session
 
     try:
-        result = run_session(experiment, out)
+        result = run_session(experiment, out, baseline_cache)
     except LlemError as e:
         _fail(e)
     energy = result.energy
@@ -97,6 +100,19 @@ def run(
         f"{result.throughput.output_tokens_per_s:.1f} tok/s, energy {energy_text}",
         highlight=False,
     )
+
+
+@app.command()
+def doctor() -> None:
+    """Print what can be measured on this host, and why not where it cannot."""
+    from llenergymeasure.devices.doctor import probe_all
+
+    table = Table(title="llem doctor: energy sources on this host")
+    for column in ("source", "available", "devices / reason"):
+        table.add_column(column)
+    for source, ok, detail in probe_all():
+        table.add_row(source, "[green]yes[/]" if ok else "[red]no[/]", detail)
+    out.print(table)
 
 
 @app.command()

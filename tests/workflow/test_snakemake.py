@@ -50,7 +50,7 @@ def write_campaign(path: Path, **overrides) -> Path:
         "models": ["smollm2-135m"],
         "settings": {"max_new_tokens": 4, "num_prompts": 2, "threads": 1},
         "grid": {"batch_size": [1, 2]},
-        "measurement": {"meter": "codecarbon", "warmup_batches": 0},
+        "measurement": {"meter": "codecarbon", "warmup_batches": 0, "baseline_s": 2},
         **overrides,
     }
     path.write_text(yaml.safe_dump(data))

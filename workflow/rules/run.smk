@@ -17,10 +17,14 @@ rule measure:
         config=f"{OUT}/runs/{{run_id}}/config.json",
         model=model_inputs,
     output:
-        f"{OUT}/runs/{{run_id}}/result.json",
+        result=f"{OUT}/runs/{{run_id}}/result.json",
+        timeseries=f"{OUT}/runs/{{run_id}}/timeseries.parquet",
+    params:
+        baselines=f"{OUT}/baselines",
     log:
         f"{OUT}/logs/measure/{{run_id}}.log",
     resources:
         device_slot=1,
     shell:
-        "llem run {input.config} --out $(dirname {output}) > {log} 2>&1"
+        "llem run {input.config} --out $(dirname {output.result})"
+        " --baseline-cache {params.baselines} > {log} 2>&1"

@@ -151,19 +151,35 @@ class MeasurementConfig(StrictModel):
     """How a run is measured."""
 
     device: Literal["cpu", "cuda"] = Field("cpu", description="Device the model runs on.")
-    meter: Literal["codecarbon", "none"] = Field(
-        "codecarbon",
-        description="Energy source. `codecarbon`: CodeCarbon's offline tracker "
-        "(hardware counters where it finds them, else an estimate); `none`: no energy.",
+    meter: Literal["auto", "nvml", "rapl", "codecarbon", "none"] = Field(
+        "auto",
+        description="Energy source. `auto`: NVML (GPU runs), else RAPL, else CodeCarbon's "
+        "estimate, recording why each earlier one was refused; `none`: energy is null.",
     )
-    meter_interval_s: float = Field(
-        1.0, gt=0, description="Energy meter sampling interval in seconds."
+    sampling_interval_s: float = Field(
+        0.1, gt=0, description="Power/telemetry sampler period (below 0.05 s costs overhead)."
     )
-    country_iso_code: str = Field(
-        "USA", pattern=r"^[A-Z]{3}$", description="ISO 3166 alpha-3 country for carbon intensity."
+    codecarbon_interval_s: float = Field(
+        1.0, gt=0, description="CodeCarbon's own measurement period (measure_power_secs)."
+    )
+    baseline_s: float = Field(
+        10.0, ge=0, description="Idle power measured before the run; 0 disables."
+    )
+    baseline_ttl_s: float = Field(
+        3600.0, ge=0, description="Reuse a campaign's idle baseline for this host+device this long."
+    )
+    cooldown_max_s: float = Field(
+        60.0, ge=0, description="Longest wait for device power/temperature to settle to idle."
     )
     warmup_batches: int = Field(
         1, ge=0, description="Batches generated before the measurement window (excluded)."
+    )
+    pue: float = Field(1.0, ge=1.0, description="Power usage effectiveness of the facility.")
+    country_iso_code: str = Field(
+        "USA", pattern=r"^[A-Z]{3}$", description="ISO 3166 alpha-3 country for carbon intensity."
+    )
+    carbon_intensity_g_per_kwh: float | None = Field(
+        None, ge=0, description="Grid carbon intensity; default: the country's (CodeCarbon data)."
     )
 
 

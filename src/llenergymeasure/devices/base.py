@@ -1,10 +1,72 @@
-"""The energy meter abstraction (Zeus style): begin a window, end it, get energy with provenance."""
+"""Energy meters in Zeus style: an abstract meter, device sources per vendor, a null meter."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
 
 from llenergymeasure.results.models import Energy
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One device a source can read.
+
+    Attributes:
+        device: Stable id, e.g. ``gpu:0`` or ``rapl:package-0``.
+        name: Human-readable model name.
+        has_counter: Whether it exposes a cumulative energy counter.
+        has_power: Whether it exposes instantaneous power.
+        persistence_mode: NVIDIA persistence mode (None where not applicable).
+        notes: Facts a reader of the result should know (e.g. MIG).
+
+    """
+
+    device: str
+    name: str
+    has_counter: bool
+    has_power: bool
+    persistence_mode: bool | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceSample:
+    """One reading of one device at one instant (unit in every name; None where unreadable)."""
+
+    device: str
+    t_s: float
+    energy_j: float | None = None
+    power_w: float | None = None
+    temperature_c: float | None = None
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    memory_used_mb: float | None = None
+    gpu_util_pct: float | None = None
+    mem_util_pct: float | None = None
+    throttle_reasons: int | None = None
+
+
+class DeviceSource(ABC):
+    """A vendor's devices, readable at any instant. Errors are translated into MeterError."""
+
+    counter_method: str
+    polling_method: str
+    counter_period_s: float
+    throttle_names: ClassVar[dict[int, str]] = {}
+
+    @abstractmethod
+    def devices(self) -> list[DeviceInfo]:
+        """The devices this source covers."""
+
+    @abstractmethod
+    def read(self) -> list[DeviceSample]:
+        """One sample per device, now. Energy counters are cumulative and wrap-corrected."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the vendor library."""
 
 
 class EnergyMeter(ABC):

@@ -6,10 +6,9 @@ import logging
 import time
 
 from llenergymeasure.devices.base import EnergyMeter
+from llenergymeasure.devices.carbon import J_PER_KWH
 from llenergymeasure.errors import MeterError
 from llenergymeasure.results.models import Energy
-
-J_PER_KWH = 3.6e6
 
 
 class CodeCarbonMeter(EnergyMeter):
@@ -60,6 +59,8 @@ class CodeCarbonMeter(EnergyMeter):
             f"mean power: cpu {data.cpu_power:.1f} W, ram {data.ram_power:.1f} W (modelled), "
             f"gpu {data.gpu_power:.1f} W",
         ]
+        if data.gpu_count and not data.gpu_energy:
+            notes.append("GPUs present but CodeCarbon reported 0 GPU energy: GPU energy missing")
         return Energy(
             energy_j=data.energy_consumed * J_PER_KWH,
             method=self.method,
@@ -68,6 +69,5 @@ class CodeCarbonMeter(EnergyMeter):
             devices=hardware,
             components_j=components,
             meter_duration_s=duration_s,
-            emissions_kg=data.emissions,
             notes=notes,
         )

@@ -1,4 +1,4 @@
-"""One measurement session: load, warm up, measure a window, summarise, write atomically."""
+"""One measurement session: load, idle baseline, warm up, measure a window, write atomically."""
 
 from __future__ import annotations
 
@@ -12,75 +12,99 @@ from llenergymeasure import environment
 from llenergymeasure.backends import create_backend
 from llenergymeasure.config.loader import config_hash, run_id
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.devices import create_meter
+from llenergymeasure.devices import select_meter
+from llenergymeasure.measure.baseline import idle_baseline
+from llenergymeasure.measure.energy import finalize_energy
 from llenergymeasure.measure.latency import latency_summary, request_result
+from llenergymeasure.measure.quality import window_warnings
+from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.results.io import write_model_atomic
 from llenergymeasure.results.models import (
     Memory,
     RunResult,
     Throughput,
+    Timeseries,
     Timing,
     TokenCounts,
 )
+from llenergymeasure.results.timeseries import write_timeseries
 
 log = logging.getLogger(__name__)
-
-SHORT_WINDOW_S = 5.0
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def measure(config: ExperimentConfig) -> RunResult:
-    """Measure one run end to end and return its result (nothing written)."""
-    settings = config.settings
+def measure(
+    config: ExperimentConfig, out_dir: Path | None = None, baseline_cache: Path | None = None
+) -> RunResult:
+    """Measure one run end to end; writes timeseries.parquet into `out_dir` when given.
+
+    Args:
+        config: The resolved run.
+        out_dir: The run's directory (None: nothing written).
+        baseline_cache: Directory caching idle baselines across a campaign's runs.
+
+    """
+    settings, measurement = config.settings, config.measurement
+    rid = run_id(config)
     backend = create_backend(config)
     t_load = time.perf_counter()
     backend.load()
     model_load_s = time.perf_counter() - t_load
     prompts = backend.prepare_prompts()
-    batches = [
-        prompts[i : i + settings.batch_size] for i in range(0, len(prompts), settings.batch_size)
-    ]
+    size = settings.batch_size
+    batches = [prompts[i : i + size] for i in range(0, len(prompts), size)]
 
-    warmup_batches = config.measurement.warmup_batches
-    t_warm = time.perf_counter()
-    for i in range(warmup_batches):
-        backend.generate(batches[i % len(batches)], batch_index=-1, first_index=-1)
-    warmup_s = time.perf_counter() - t_warm
-    log.info("loaded in %.1f s, warmed up in %.1f s", model_load_s, warmup_s)
+    setup = select_meter(measurement)
+    log.info("energy meter: %s (refused: %s)", setup.choice.chosen, setup.choice.refused or "-")
+    sampler = Sampler(setup.source, measurement.sampling_interval_s)
+    sampler.start()
+    try:
+        baseline = idle_baseline(setup, sampler, measurement, baseline_cache)
+        sampler.phase = "warmup"
+        t_warm = time.perf_counter()
+        for i in range(measurement.warmup_batches):
+            backend.generate(batches[i % len(batches)], batch_index=-1, first_index=-1)
+        warmup_s = time.perf_counter() - t_warm
 
-    meter = create_meter(config.measurement)
-    started_at = _now()
-    meter.begin_window()
-    t0 = time.perf_counter()
-    timings = []
-    for batch_index, batch in enumerate(batches):
-        timings += backend.generate(
-            batch, batch_index, first_index=batch_index * settings.batch_size
-        )
-    window_s = time.perf_counter() - t0
-    energy = meter.end_window()
-    ended_at = _now()
+        meter = setup.make_meter(sampler)
+        sampler.phase = "window"
+        started_at = _now()
+        window_start_unix_s = time.time()
+        meter.begin_window()
+        t0 = time.perf_counter()
+        timings = []
+        for batch_index, batch in enumerate(batches):
+            timings += backend.generate(batch, batch_index, first_index=batch_index * size)
+        window_s = time.perf_counter() - t0
+        energy = meter.end_window()
+        sampler.phase = "post"
+        ended_at = _now()
+    finally:
+        sampler.stop()
 
+    energy = finalize_energy(energy, baseline, window_s, measurement, setup.choice)
     requests = [request_result(t) for t in timings]
     output_tokens = sum(r.output_tokens for r in requests)
     input_tokens = sum(r.input_tokens for r in requests)
-    warnings = []
-    if window_s < SHORT_WINDOW_S:
-        warnings.append(
-            f"measurement window {window_s:.2f} s is under {SHORT_WINDOW_S:.0f} s: "
-            "energy is dominated by meter resolution; use more prompts"
-        )
-    if energy.confidence == "estimated":
-        warnings.append(
-            f"energy is estimated ({energy.method}), not measured by a hardware counter"
-        )
-    per_token = energy.energy_j / output_tokens if energy.energy_j is not None else None
+    warnings = window_warnings(energy, sampler, setup.source, window_s)
+    timeseries = Timeseries(
+        path=None,
+        samples=len(sampler.samples),
+        interval_s=sampler.interval_s if setup.source else None,
+        null_reason=None
+        if setup.source
+        else f"meter {setup.choice.chosen!r} has no power timeline",
+    )
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_timeseries(out_dir / "timeseries.parquet", rid, sampler.samples, window_start_unix_s)
+        timeseries.path = "timeseries.parquet"
     device_mb = backend.peak_device_memory_mb()
     return RunResult(
-        run_id=run_id(config),
+        run_id=rid,
         config_hash=config_hash(config),
         config=config,
         timing=Timing(
@@ -89,7 +113,7 @@ def measure(config: ExperimentConfig) -> RunResult:
             window_s=window_s,
             model_load_s=model_load_s,
             warmup_s=warmup_s,
-            warmup_batches=warmup_batches,
+            warmup_batches=measurement.warmup_batches,
         ),
         tokens=TokenCounts(
             num_requests=len(requests),
@@ -103,26 +127,27 @@ def measure(config: ExperimentConfig) -> RunResult:
         ),
         latency=latency_summary(requests),
         energy=energy,
-        energy_per_output_token_j=per_token,
-        energy_per_output_token_null_reason=None if per_token is not None else energy.null_reason,
+        energy_per_output_token_j=_per(energy.energy_j, output_tokens),
+        adjusted_energy_per_output_token_j=_per(energy.adjusted_energy_j, output_tokens),
+        energy_per_output_token_null_reason=energy.null_reason,
+        timeseries=timeseries,
         memory=Memory(
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             peak_device_allocated_mb=device_mb,
-            device_null_reason=None
-            if device_mb is not None
-            else "no accelerator: the run was on CPU",
+            device_null_reason=None if device_mb is not None else "no accelerator: run on CPU",
         ),
-        environment={
-            **environment.collect(config.measurement.device),
-            "backend": backend.versions(),
-        },
+        environment={**environment.collect(measurement.device), "backend": backend.versions()},
         warnings=warnings,
         requests=requests,
     )
 
 
-def run(config: ExperimentConfig, out_dir: Path) -> RunResult:
-    """Measure one run and write `out_dir/result.json` atomically."""
-    result = measure(config)
+def _per(energy_j: float | None, tokens: int) -> float | None:
+    return energy_j / tokens if energy_j is not None and tokens else None
+
+
+def run(config: ExperimentConfig, out_dir: Path, baseline_cache: Path | None = None) -> RunResult:
+    """Measure one run and write `out_dir/result.json` (and timeseries.parquet) atomically."""
+    result = measure(config, out_dir, baseline_cache)
     write_model_atomic(out_dir / "result.json", result)
     return result

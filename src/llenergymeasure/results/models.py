@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.config.models import ExperimentConfig
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 
 
 class ResultModel(BaseModel):
@@ -70,19 +70,86 @@ class Latency(ResultModel):
     notes: list[str] = []
 
 
+class DeviceEnergy(ResultModel):
+    """Energy of one device over the window, and how it was obtained."""
+
+    device: str = Field(..., description="gpu:<nvml index>, rapl:package-<n>, rapl:dram-<n>.")
+    name: str
+    energy_j: float | None
+    null_reason: str | None = None
+    method: str = Field(..., description="nvml_counter | nvml_power_polling | rapl")
+    confidence: Literal["measured", "estimated"] | None
+    polled_energy_j: float | None = Field(
+        None, description="Trapezoid over polled power, when the counter is the primary."
+    )
+    counter_polling_diff_pct: float | None = Field(
+        None, description="(polled - counter) / counter, in percent."
+    )
+    idle_power_w: float | None = None
+    adjusted_energy_j: float | None = Field(
+        None, description="energy_j - idle_power_w * window_s, clamped at 0."
+    )
+    samples: int = 0
+    max_temperature_c: float | None = None
+    throttle_s: float | None = Field(None, description="Time this device spent throttled.")
+    throttle_reasons: list[str] = Field([], description="Reasons seen in the window (ORed).")
+    notes: list[str] = []
+
+
+class Baseline(ResultModel):
+    """Idle power measured before the window, with nothing running."""
+
+    idle_power_w: float | None
+    null_reason: str | None = None
+    per_device_w: dict[str, float] = {}
+    method: str
+    duration_s: float
+    measured_at: str | None = None
+    age_s: float | None = Field(None, description="Age when this run used it (cache).")
+    cached: bool = False
+    cooldown_s: float | None = Field(None, description="Time waited for the device to settle.")
+
+
+class MeterChoice(ResultModel):
+    """Which energy source was used and why the ones before it were not."""
+
+    requested: str
+    chosen: str
+    refused: dict[str, str] = {}
+
+
 class Energy(ResultModel):
     """Energy of the measurement window and how it was obtained."""
 
-    energy_j: float | None = Field(..., description="Energy of the window; null when unknown.")
+    energy_j: float | None = Field(..., description="Device energy of the window; null if unknown.")
     null_reason: str | None = None
-    method: str = Field(..., description="codecarbon | none")
+    method: str = Field(..., description="nvml | rapl | codecarbon | none")
     confidence: Literal["measured", "estimated"] | None
     interval_s: float | None = Field(..., description="Sampling interval of the source.")
     devices: list[str] = Field(..., description="What the energy covers.")
+    per_device: list[DeviceEnergy] = []
     components_j: dict[str, float] = {}
     meter_duration_s: float | None = Field(None, description="Span the meter itself covered.")
-    emissions_kg: float | None = Field(None, description="kg CO2eq from the meter, if any.")
+    adjusted_energy_j: float | None = Field(
+        None, description="energy_j minus idle power x window, clamped at 0."
+    )
+    baseline: Baseline | None = None
+    pue: float = Field(1.0, description="Power usage effectiveness applied to facility energy.")
+    facility_energy_j: float | None = Field(None, description="energy_j x pue.")
+    carbon_intensity_g_per_kwh: float | None = None
+    carbon_intensity_source: str | None = None
+    emissions_kg: float | None = Field(None, description="kg CO2eq of the facility energy.")
+    meter_choice: MeterChoice | None = None
     notes: list[str] = []
+
+
+class Timeseries(ResultModel):
+    """The power timeline written beside the result."""
+
+    path: str | None
+    samples: int
+    interval_s: float | None
+    null_reason: str | None = None
 
 
 class Memory(ResultModel):
@@ -119,7 +186,9 @@ class RunResult(ResultModel):
     latency: Latency
     energy: Energy
     energy_per_output_token_j: float | None
+    adjusted_energy_per_output_token_j: float | None = None
     energy_per_output_token_null_reason: str | None = None
+    timeseries: Timeseries | None = None
     memory: Memory
     environment: dict[str, Any]
     warnings: list[str] = []

@@ -62,11 +62,18 @@ RUNS_SCHEMA = pa.schema(
         ],
         pa.field("energy_j", pa.float64()),
         pa.field("energy_per_output_token_j", pa.float64()),
+        pa.field("adjusted_energy_j", pa.float64()),
+        pa.field("adjusted_energy_per_output_token_j", pa.float64()),
+        pa.field("idle_power_w", pa.float64()),
+        pa.field("facility_energy_j", pa.float64()),
         pa.field("energy_null_reason", pa.string()),
         pa.field("energy_method", pa.string()),
         pa.field("energy_confidence", pa.string()),
         pa.field("energy_interval_s", pa.float64()),
+        pa.field("energy_devices", pa.list_(pa.string())),
         pa.field("emissions_kg", pa.float64()),
+        pa.field("max_temperature_c", pa.float64()),
+        pa.field("max_throttle_s", pa.float64()),
         pa.field("peak_rss_mb", pa.float64()),
         pa.field("peak_device_allocated_mb", pa.float64()),
         pa.field("started_at", pa.timestamp("ms", tz="UTC")),
@@ -100,6 +107,10 @@ def _stat(stats: Stats | None, name: str) -> float | None:
 def run_row(result: RunResult) -> dict[str, Any]:
     """One runs.parquet row of a result."""
     cfg = result.config
+    baseline = result.energy.baseline
+    per_device = result.energy.per_device
+    temperatures = [d.max_temperature_c for d in per_device if d.max_temperature_c is not None]
+    throttles = [d.throttle_s for d in per_device if d.throttle_s is not None]
     row: dict[str, Any] = {
         "run_id": result.run_id,
         "campaign": cfg.campaign,
@@ -119,6 +130,13 @@ def run_row(result: RunResult) -> dict[str, Any]:
         "total_tokens_per_s": result.throughput.total_tokens_per_s,
         "energy_j": result.energy.energy_j,
         "energy_per_output_token_j": result.energy_per_output_token_j,
+        "adjusted_energy_j": result.energy.adjusted_energy_j,
+        "adjusted_energy_per_output_token_j": result.adjusted_energy_per_output_token_j,
+        "idle_power_w": baseline.idle_power_w if baseline else None,
+        "facility_energy_j": result.energy.facility_energy_j,
+        "energy_devices": result.energy.devices,
+        "max_temperature_c": max(temperatures) if temperatures else None,
+        "max_throttle_s": max(throttles) if throttles else None,
         "energy_null_reason": result.energy.null_reason,
         "energy_method": result.energy.method,
         "energy_confidence": result.energy.confidence,

@@ -1,0 +1,132 @@
+"""Energy from a device source's counters (and polled power where a counter is missing)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from llenergymeasure.devices.base import DeviceInfo, DeviceSample, DeviceSource, EnergyMeter
+from llenergymeasure.measure.sampler import Sampler
+from llenergymeasure.results.models import DeviceEnergy, Energy
+
+
+def trapezoid_j(samples: list[DeviceSample]) -> float | None:
+    """Integrate power samples over time (trapezoid rule); None with fewer than two."""
+    points = [(s.t_s, s.power_w) for s in samples if s.power_w is not None]
+    if len(points) < 2:
+        return None
+    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in pairwise(points))
+
+
+def throttle_summary(samples: list[DeviceSample], names: dict[int, str]) -> tuple[float, list[str]]:
+    """Seconds spent throttled (a sample's reasons hold until the next sample) and reasons seen."""
+    mask = sum(names)
+    seconds = 0.0
+    seen = 0
+    for a, b in pairwise(samples):
+        reasons = (a.throttle_reasons or 0) & mask
+        if reasons:
+            seconds += b.t_s - a.t_s
+            seen |= reasons
+    if samples:
+        seen |= (samples[-1].throttle_reasons or 0) & mask
+    return seconds, [name for bit, name in names.items() if seen & bit]
+
+
+class CounterMeter(EnergyMeter):
+    """Per-device window energy from counters, or polled power where there is no counter.
+
+    Args:
+        method: Name of the source for the result (``nvml`` or ``rapl``).
+        source: The devices.
+        sampler: The running sampler of that source; window boundaries are exact samples.
+
+    """
+
+    def __init__(self, method: str, source: DeviceSource, sampler: Sampler) -> None:
+        self.method = method
+        self.source = source
+        self.sampler = sampler
+        self._begin: dict[str, DeviceSample] = {}
+
+    def begin_window(self) -> None:
+        """Take the boundary sample of every device."""
+        self._begin = {s.device: s for s in self.sampler.mark()}
+
+    def end_window(self) -> Energy:
+        """Take the closing samples and derive each device's energy."""
+        end = {s.device: s for s in self.sampler.mark()}
+        per_device = [self._device_energy(info, end) for info in self.source.devices()]
+        unknown = [d for d in per_device if d.energy_j is None]
+        total = None if unknown else sum(d.energy_j or 0.0 for d in per_device)
+        span = [end[d].t_s - self._begin[d].t_s for d in end if d in self._begin]
+        return Energy(
+            energy_j=total,
+            null_reason=(
+                "; ".join(f"{d.device}: {d.null_reason}" for d in unknown) if unknown else None
+            ),
+            method=self.method,
+            confidence="measured" if total is not None else None,
+            interval_s=self.sampler.interval_s,
+            devices=[f"{d.device} ({d.name})" for d in per_device],
+            per_device=per_device,
+            meter_duration_s=max(span) if span else None,
+            notes=[*self.sampler.errors[:5]],
+        )
+
+    def _device_energy(self, info: DeviceInfo, end: dict[str, DeviceSample]) -> DeviceEnergy:
+        begin, last = self._begin.get(info.device), end.get(info.device)
+        if begin is None or last is None:
+            return DeviceEnergy(
+                device=info.device,
+                name=info.name,
+                energy_j=None,
+                method=self.method,
+                confidence=None,
+                null_reason="the device could not be read at a window boundary",
+            )
+        samples = self.sampler.between(info.device, begin.t_s, last.t_s)
+        counter_j = (
+            last.energy_j - begin.energy_j
+            if last.energy_j is not None and begin.energy_j is not None
+            else None
+        )
+        polled_j = trapezoid_j(samples) if info.has_power else None
+        throttle_s, reasons = throttle_summary(samples, self.source.throttle_names)
+        temperatures = [s.temperature_c for s in samples if s.temperature_c is not None]
+        notes = list(info.notes)
+        if counter_j is not None:
+            energy_j, method = counter_j, self.source.counter_method
+        elif polled_j is not None:
+            energy_j, method = polled_j, self.source.polling_method
+            notes.append(
+                f"no energy counter: power polled every {self.sampler.interval_s:g} s and "
+                "integrated (trapezoid)"
+            )
+        else:
+            return DeviceEnergy(
+                device=info.device,
+                name=info.name,
+                energy_j=None,
+                method=self.method,
+                confidence=None,
+                null_reason="neither an energy counter nor power is readable",
+                samples=len(samples),
+                notes=notes,
+            )
+        both = counter_j is not None and polled_j is not None and counter_j > 0
+        return DeviceEnergy(
+            device=info.device,
+            name=info.name,
+            energy_j=energy_j,
+            method=method,
+            confidence="measured",
+            polled_energy_j=polled_j if counter_j is not None else None,
+            counter_polling_diff_pct=(
+                (polled_j - counter_j) / counter_j * 100 if both else None  # type: ignore[operator]
+            ),
+            samples=len(samples),
+            max_temperature_c=max(temperatures) if temperatures else None,
+            throttle_s=throttle_s if self.source.throttle_names else None,
+            throttle_reasons=reasons,
+            notes=notes,
+        )

@@ -1,0 +1,47 @@
+"""What each energy source can measure on this host (for `llem doctor`)."""
+
+from __future__ import annotations
+
+from llenergymeasure.errors import MeterError
+
+
+def probe_all() -> list[tuple[str, bool, str]]:
+    """(source, available, devices or the reason it is not) for NVML, RAPL and CodeCarbon."""
+    rows: list[tuple[str, bool, str]] = []
+    try:
+        from llenergymeasure.devices.nvml import NvmlSource
+
+        nvml = NvmlSource()
+        details = []
+        for d in nvml.devices():
+            how = "energy counter" if d.has_counter else "power polling only"
+            details.append(f"{d.device} {d.name}: {how}" + "".join(f"; {n}" for n in d.notes))
+        nvml.close()
+        rows.append(("nvml (GPU, measured)", True, "\n".join(details)))
+    except MeterError as e:
+        rows.append(("nvml (GPU, measured)", False, str(e)))
+    try:
+        from llenergymeasure.devices.rapl import RaplSource
+
+        rapl = RaplSource()
+        rows.append(
+            ("rapl (CPU/DRAM, measured)", True, ", ".join(d.device for d in rapl.devices()))
+        )
+    except MeterError as e:
+        rows.append(("rapl (CPU/DRAM, measured)", False, str(e)))
+    try:
+        import codecarbon
+
+        rows.append(
+            ("codecarbon (estimate)", True, f"codecarbon {codecarbon.__version__}, offline mode")
+        )
+    except ImportError as e:
+        rows.append(("codecarbon (estimate)", False, str(e)))
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        rows.append(("torch CUDA", cuda, torch.cuda.get_device_name(0) if cuda else "no CUDA GPU"))
+    except ImportError:
+        rows.append(("torch CUDA", False, "torch is not installed"))
+    return rows

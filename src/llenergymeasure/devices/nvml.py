@@ -1,0 +1,169 @@
+"""NVIDIA GPUs through NVML (`pynvml` from nvidia-ml-py): energy counter, power, telemetry."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from llenergymeasure.devices.base import DeviceInfo, DeviceSample, DeviceSource
+from llenergymeasure.errors import MeterError
+
+T = TypeVar("T")
+
+# nvmlClocksEventReasons bits that mean the GPU was slowed down (idle and app-clock
+# settings are not throttling).
+THROTTLE_REASONS = {
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal",
+    0x40: "hw_thermal",
+    0x80: "hw_power_brake",
+    0x100: "display_clock",
+}
+THROTTLE_MASK = sum(THROTTLE_REASONS)
+
+
+def translate_errors(func: Callable[..., T]) -> Callable[..., T]:
+    """Turn pynvml errors into MeterError at the vendor boundary."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        import pynvml
+
+        try:
+            return func(*args, **kwargs)
+        except pynvml.NVMLError as e:
+            raise MeterError(f"NVML: {func.__name__}: {e}") from e
+
+    return wrapper
+
+
+def _optional(call: Callable[[], T]) -> T | None:
+    import pynvml
+
+    try:
+        return call()
+    except pynvml.NVMLError:
+        return None
+
+
+def visible_device_keys(environ: dict[str, str] | None = None) -> list[str] | None:
+    """Entries of CUDA_VISIBLE_DEVICES (indices or UUIDs), or None when it is unset."""
+    value = (environ if environ is not None else os.environ).get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return [k.strip() for k in value.split(",") if k.strip()]
+
+
+class NvmlSource(DeviceSource):
+    """The GPUs this process may use (CUDA_VISIBLE_DEVICES respected), read through NVML."""
+
+    counter_method = "nvml_counter"
+    polling_method = "nvml_power_polling"
+    counter_period_s = 0.1  # the energy counter updates about every 100 ms
+    throttle_names = THROTTLE_REASONS
+
+    @translate_errors
+    def __init__(self) -> None:
+        import pynvml
+
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError_LibraryNotFound as e:
+            raise MeterError("NVML: libnvidia-ml.so.1 not found (no NVIDIA driver)") from e
+        self._nvml = pynvml
+        self._handles = self._resolve_handles()
+        if not self._handles:
+            pynvml.nvmlShutdown()
+            raise MeterError("NVML: no GPU visible to this process")
+        self._infos = [self._describe(i, h) for i, h in enumerate(self._handles)]
+
+    def _resolve_handles(self) -> list[Any]:
+        nvml = self._nvml
+        keys = visible_device_keys()
+        if keys is None:
+            return [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        handles = []
+        for key in keys:
+            if key.startswith("MIG-"):
+                raise MeterError(
+                    f"NVML: CUDA_VISIBLE_DEVICES names MIG slice {key}; energy counters exist only "
+                    "per physical GPU, so a slice's energy cannot be measured (use meter: "
+                    "codecarbon for an estimate, or run on a whole GPU)"
+                )
+            if key.isdigit():
+                handles.append(nvml.nvmlDeviceGetHandleByIndex(int(key)))
+            else:
+                handles.append(nvml.nvmlDeviceGetHandleByUUID(key))
+        return handles
+
+    def _describe(self, position: int, handle: Any) -> DeviceInfo:
+        nvml = self._nvml
+        has_counter = _optional(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+        has_power = _optional(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+        mig = _optional(lambda: nvml.nvmlDeviceGetMigMode(handle))
+        persistence = _optional(lambda: nvml.nvmlDeviceGetPersistenceMode(handle))
+        notes = []
+        if mig and mig[0] == nvml.NVML_DEVICE_MIG_ENABLE:
+            notes.append(
+                "MIG is enabled: the energy is that of the whole parent GPU, not of one slice"
+            )
+        index = nvml.nvmlDeviceGetIndex(handle)
+        return DeviceInfo(
+            device=f"gpu:{index}",
+            name=str(nvml.nvmlDeviceGetName(handle)),
+            has_counter=has_counter is not None,
+            has_power=has_power is not None,
+            persistence_mode=None if persistence is None else bool(persistence),
+            notes=tuple(notes),
+        )
+
+    def devices(self) -> list[DeviceInfo]:
+        """The visible GPUs."""
+        return list(self._infos)
+
+    @translate_errors
+    def read(self) -> list[DeviceSample]:
+        """Energy, power and telemetry of every visible GPU."""
+        nvml = self._nvml
+        samples = []
+        for handle, info in zip(self._handles, self._infos, strict=True):
+            now = time.time()
+            energy_mj = (
+                nvml.nvmlDeviceGetTotalEnergyConsumption(handle) if info.has_counter else None
+            )
+            power_mw = nvml.nvmlDeviceGetPowerUsage(handle) if info.has_power else None
+            memory = _optional(lambda h=handle: nvml.nvmlDeviceGetMemoryInfo(h))
+            util = _optional(lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h))
+            samples.append(
+                DeviceSample(
+                    device=info.device,
+                    t_s=now,
+                    energy_j=None if energy_mj is None else energy_mj / 1000,
+                    power_w=None if power_mw is None else power_mw / 1000,
+                    temperature_c=_optional(
+                        lambda h=handle: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)
+                    ),
+                    sm_clock_mhz=_optional(
+                        lambda h=handle: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM)
+                    ),
+                    mem_clock_mhz=_optional(
+                        lambda h=handle: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM)
+                    ),
+                    memory_used_mb=None if memory is None else memory.used / 2**20,
+                    gpu_util_pct=None if util is None else util.gpu,
+                    mem_util_pct=None if util is None else util.memory,
+                    throttle_reasons=_optional(
+                        lambda h=handle: nvml.nvmlDeviceGetCurrentClocksEventReasons(h)
+                    ),
+                )
+            )
+        return samples
+
+    def close(self) -> None:
+        """Shut NVML down."""
+        _optional(self._nvml.nvmlShutdown)

@@ -1,0 +1,55 @@
+"""The per-run power/telemetry timeline as Parquet with a fixed schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from llenergymeasure.measure.sampler import TaggedSample
+
+TIMESERIES_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("phase", pa.string(), nullable=False),
+        pa.field("t_unix_s", pa.float64(), nullable=False),
+        pa.field("t_window_s", pa.float64(), nullable=False),
+        pa.field("power_w", pa.float64()),
+        pa.field("energy_j", pa.float64()),
+        pa.field("temperature_c", pa.float64()),
+        pa.field("sm_clock_mhz", pa.float64()),
+        pa.field("mem_clock_mhz", pa.float64()),
+        pa.field("memory_used_mb", pa.float64()),
+        pa.field("gpu_util_pct", pa.float64()),
+        pa.field("mem_util_pct", pa.float64()),
+        pa.field("throttle_reasons", pa.int64()),
+    ]
+)
+VALUE_COLUMNS = TIMESERIES_SCHEMA.names[5:]
+
+
+def write_timeseries(
+    path: Path, run_id: str, samples: list[TaggedSample], window_start_unix_s: float
+) -> int:
+    """Write the samples (phase marks baseline/warmup/window/...); returns the row count.
+
+    `t_window_s` is seconds since the window started: negative before it, the window is
+    where `phase == "window"`.
+    """
+    columns: dict[str, list] = {name: [] for name in TIMESERIES_SCHEMA.names}
+    for tagged in sorted(samples, key=lambda t: (t.sample.device, t.sample.t_s)):
+        s = tagged.sample
+        columns["run_id"].append(run_id)
+        columns["device"].append(s.device)
+        columns["phase"].append(tagged.phase)
+        columns["t_unix_s"].append(s.t_s)
+        columns["t_window_s"].append(s.t_s - window_start_unix_s)
+        for name in VALUE_COLUMNS:
+            columns[name].append(getattr(s, name))
+    table = pa.table(columns, schema=TIMESERIES_SCHEMA)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return table.num_rows
