@@ -30,6 +30,7 @@ test: setup
 
 bench: setup
 	python bench/overhead.py
+	python bench/sampler_overhead.py
 
 clean-results:
 	rm -rf results/demo

@@ -23,7 +23,6 @@ from llenergymeasure.backends.transformers import TransformersBackend  # noqa: E
 from llenergymeasure.config import plan_campaign  # noqa: E402
 from llenergymeasure.measure.session import measure  # noqa: E402
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 CAMPAIGN = {
     "name": "bench",
     "models": ["smollm2-135m"],
@@ -53,6 +52,7 @@ def bare_tokens_per_s(backend: TransformersBackend, batches: list) -> float:
 
 
 def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     (config,) = plan_campaign(CAMPAIGN, "bench").runs.values()
     bare = TransformersBackend(config)
     bare.load()
@@ -61,11 +61,11 @@ def main() -> None:
     batches = [prompts[i : i + size] for i in range(0, len(prompts), size)]
     bare_tokens_per_s(bare, batches[:1])  # warm up like the measured run does
     measured, plain = [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         measured.append(measure(config).throughput.output_tokens_per_s)
         plain.append(bare_tokens_per_s(bare, batches))
     m, b = statistics.median(measured), statistics.median(plain)
-    print(f"rounds={ROUNDS} batch={size} tokens/batch-row={config.settings.max_new_tokens}")
+    print(f"rounds={rounds} batch={size} tokens/batch-row={config.settings.max_new_tokens}")
     print(f"measured llem run : {m:8.2f} tok/s  (each: {', '.join(f'{x:.1f}' for x in measured)})")
     print(f"bare generate loop: {b:8.2f} tok/s  (each: {', '.join(f'{x:.1f}' for x in plain)})")
     print(f"ratio measured/bare: {m / b:.3f}  (target >= 0.97)")

@@ -1,0 +1,228 @@
+"""The NVML meter against the fake libnvidia-ml.so.1, loaded by the real pynvml.
+
+Every NVML test runs in a child process: once loaded, the fake cannot be unloaded, and the
+rest of the suite must keep seeing this host as it is (no NVIDIA driver).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from llenergymeasure.config import plan_campaign
+from tests.fakes.nvml import FakeDevice, FakeScenario, Throttle, run_python
+
+pytest_plugins = ["tests.fakes.nvml.fixtures"]
+REPO = Path(__file__).parents[2]
+
+HW_THERMAL = 0x40
+GPU_IDLE = 0x1  # not a slowdown: must not count as throttling
+THROTTLES = [Throttle(s, s + 2.0, HW_THERMAL) for s in range(3, 200, 6)]
+
+
+def two_gpus() -> FakeScenario:
+    """GPU 0 has the energy counter; GPU 1 has none and throttles 2 s in every 6 s."""
+    return FakeScenario(
+        devices=[
+            FakeDevice(
+                name="NVIDIA H100 80GB HBM3",
+                power_w=[(0, 120.0), (30, 320.0)],
+                temperature_c=50.0,
+                persistence_mode=True,
+                throttle=[Throttle(0, 1000, GPU_IDLE)],
+            ),
+            FakeDevice(
+                name="NVIDIA H100 80GB HBM3",
+                energy_counter=False,
+                power_w=[(0, 90.0), (40, 250.0)],
+                temperature_c=[(0, 40.0), (200, 60.0)],
+                persistence_mode=False,
+                throttle=THROTTLES,
+            ),
+        ]
+    )
+
+
+def overlap_s(intervals: list[Throttle], t0: float, t1: float) -> float:
+    return sum(max(0.0, min(t1, i.end_s) - max(t0, i.start_s)) for i in intervals)
+
+
+@pytest.mark.slow
+def test_llem_run_meters_fake_gpus_per_device(tmp_path, embedded_model, fake_nvml_env):
+    campaign = {
+        "name": "nvml",
+        "models": ["smollm2-135m"],
+        "settings": {
+            "batch_size": 2,
+            "num_prompts": 8,
+            "max_new_tokens": 32,
+            "min_new_tokens": 32,
+            "max_input_tokens": 64,
+        },
+        "measurement": {
+            "meter": "nvml",
+            "baseline_s": 1.0,
+            "cooldown_max_s": 3,
+            "warmup_batches": 1,
+        },
+    }
+    (config,) = plan_campaign(campaign, "c.yaml").runs.values()
+    config_path = tmp_path / "config.json"
+    config_path.write_text(config.model_dump_json())
+    scenario = two_gpus()
+    env = fake_nvml_env(scenario)
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure", "run", str(config_path), "--out", str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    energy = result["energy"]
+    assert energy["method"] == "nvml" and energy["confidence"] == "measured"
+    assert energy["meter_choice"] == {"requested": "nvml", "chosen": "nvml", "refused": {}}
+    window_s = result["timing"]["window_s"]
+    assert window_s >= 5.0, "the window must be long enough for the 0.5 % comparison"
+
+    gpu0, gpu1 = energy["per_device"]
+    assert (gpu0["device"], gpu0["method"]) == ("gpu:0", "nvml_counter")
+    assert (gpu1["device"], gpu1["method"]) == ("gpu:1", "nvml_power_polling")
+    assert gpu0["polled_energy_j"] is not None and abs(gpu0["counter_polling_diff_pct"]) < 1.0
+    assert gpu1["polled_energy_j"] is None
+    assert any("no energy counter" in n for n in gpu1["notes"])
+
+    timeline = pd.read_parquet(run_dir / "timeseries.parquet")
+    assert {"baseline", "warmup", "window"} <= set(timeline["phase"])
+    for index, device in enumerate((gpu0, gpu1)):
+        window = timeline[(timeline.device == device["device"]) & (timeline.phase == "window")]
+        t0, t1 = window["t_unix_s"].min(), window["t_unix_s"].max()
+        truth_j = scenario.energy_j(index, t0, t1)
+        assert device["energy_j"] == pytest.approx(truth_j, rel=0.005), device["device"]
+        assert device["samples"] >= window_s / 0.1 * 0.8
+    assert energy["energy_j"] == pytest.approx(gpu0["energy_j"] + gpu1["energy_j"])
+
+    # Idle baseline and adjusted energy, per device and in total.
+    baseline = energy["baseline"]
+    assert baseline["method"] == "nvml" and baseline["duration_s"] >= 1.0
+    idle_w = baseline["idle_power_w"]
+    assert idle_w == pytest.approx(sum(baseline["per_device_w"].values()))
+    assert 200 < idle_w < 600  # the two GPUs' scripted power near the start
+    assert energy["adjusted_energy_j"] == pytest.approx(
+        max(0.0, energy["energy_j"] - idle_w * window_s)
+    )
+    assert gpu1["adjusted_energy_j"] == pytest.approx(
+        gpu1["energy_j"] - baseline["per_device_w"]["gpu:1"] * window_s
+    )
+
+    # Throttling: per device, never summed; idle is not throttling.
+    window1 = timeline[(timeline.device == "gpu:1") & (timeline.phase == "window")]
+    start = scenario.start_epoch_s
+    expected_s = overlap_s(
+        THROTTLES, window1.t_unix_s.min() - start, window1.t_unix_s.max() - start
+    )
+    assert expected_s > 0
+    edges = 2 * sum(
+        1 for i in THROTTLES if overlap_s([i], *(window1.t_unix_s.agg(["min", "max"]) - start))
+    )
+    assert gpu1["throttle_s"] == pytest.approx(expected_s, abs=0.15 * edges + 0.1)
+    assert gpu1["throttle_reasons"] == ["hw_thermal"]
+    assert gpu0["throttle_s"] == 0 and gpu0["throttle_reasons"] == []
+    assert gpu1["max_temperature_c"] > 40
+
+    warnings = result["warnings"]
+    assert any(w.startswith("gpu:1: persistence mode is off") for w in warnings)
+    assert not any(w.startswith("gpu:0: persistence") for w in warnings)
+    assert any(w.startswith("gpu:1: throttled") for w in warnings)
+    assert result["timeseries"]["samples"] == len(timeline)
+
+
+ZEUS_AND_OURS = """
+import json, time
+from zeus.monitor import ZeusMonitor
+from llenergymeasure.devices.counter import CounterMeter
+from llenergymeasure.devices.nvml import NvmlSource
+from llenergymeasure.measure.sampler import Sampler
+
+zeus = ZeusMonitor(gpu_indices=[0], cpu_indices=[])
+source = NvmlSource()
+sampler = Sampler(source, 0.1)
+sampler.start()
+ours = CounterMeter("nvml", source, sampler)
+zeus.begin_window("w", sync_execution=False)
+ours.begin_window()
+time.sleep(3.0)
+energy = ours.end_window()
+measurement = zeus.end_window("w", sync_execution=False)
+sampler.stop()
+print(json.dumps({"ours": energy.per_device[0].energy_j, "zeus": measurement.gpu_energy[0]}))
+"""
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("zeus") is None, reason="zeus is in the dev extra"
+)
+def test_nvml_counter_agrees_with_zeus_on_one_window(fake_nvml_env):
+    scenario = FakeScenario(devices=[FakeDevice(power_w=[(0, 150.0), (60, 350.0)])])
+    out = run_python(ZEUS_AND_OURS, fake_nvml_env(scenario), timeout=120)
+    assert out["ours"] == pytest.approx(out["zeus"], rel=0.005)
+
+
+SOURCE_DEVICES = """
+import json
+from llenergymeasure.devices.nvml import NvmlSource
+from llenergymeasure.errors import MeterError
+try:
+    source = NvmlSource()
+    print(json.dumps([[d.device, d.has_counter, list(d.notes)] for d in source.devices()]))
+except MeterError as e:
+    print(json.dumps(str(e)))
+"""
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [
+        (None, ["gpu:0", "gpu:1", "gpu:2"]),
+        ("2,0", ["gpu:2", "gpu:0"]),
+        ("GPU-fa4e0000-0000-0000-0000-000000000001", ["gpu:1"]),
+        ("", "NVML: no GPU visible to this process"),
+    ],
+)
+def test_cuda_visible_devices_selects_the_metered_gpus(fake_nvml_env, visible, expected):
+    env = fake_nvml_env(FakeScenario(devices=[FakeDevice(), FakeDevice(), FakeDevice()]))
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    out = run_python(SOURCE_DEVICES, env)
+    assert out == expected if isinstance(expected, str) else [d[0] for d in out] == expected
+
+
+def test_mig_slices_are_refused_and_mig_gpus_reported_whole(fake_nvml_env):
+    env = fake_nvml_env(FakeScenario(devices=[FakeDevice(mig_mode=1)]))
+    (device,) = run_python(SOURCE_DEVICES, env)
+    assert device[0] == "gpu:0"
+    assert device[2] == [
+        "MIG is enabled: the energy is that of the whole parent GPU, not of one slice"
+    ]
+    env["CUDA_VISIBLE_DEVICES"] = "MIG-4b5c8a1e-0000-0000-0000-000000000000"
+    message = run_python(SOURCE_DEVICES, env)
+    assert message.startswith("NVML: CUDA_VISIBLE_DEVICES names MIG slice MIG-4b5c8a1e")
+
+
+def test_auto_picks_nvml_on_a_gpu_run(fake_nvml_env):
+    code = (
+        "import json\nfrom llenergymeasure.config.models import MeasurementConfig\n"
+        "from llenergymeasure.devices import select_meter\n"
+        "s = select_meter(MeasurementConfig(meter='auto', device='cuda'))\n"
+        "print(json.dumps([s.choice.chosen, [d.device for d in s.source.devices()]]))\n"
+    )
+    out = run_python(code, fake_nvml_env(FakeScenario(devices=[FakeDevice()])))
+    assert out == ["nvml", ["gpu:0"]]

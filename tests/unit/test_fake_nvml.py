@@ -1,0 +1,559 @@
+"""The real pynvml (and Zeus) against the fake libnvidia-ml.so.1 in tests/fakes/nvml.
+
+Every NVML call runs in a fresh child process (LD_LIBRARY_PATH + FAKE_NVML_SCENARIO): the
+fake must never be loaded into the pytest process itself, where it would shadow "no
+driver" for other tests (glibc would hand it to any later dlopen("libnvidia-ml.so.1")).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.nvml import (
+    ARCH_AMPERE,
+    ARCH_HOPPER,
+    NVML_ERROR_GPU_IS_LOST,
+    NVML_ERROR_NOT_SUPPORTED,
+    NVML_ERROR_UNKNOWN,
+    FakeDevice,
+    FakeScenario,
+    InjectedError,
+    Throttle,
+    analytic_energy_j,
+    expected_counter_mj,
+    run_python,
+    subprocess_env,
+    write_scenario,
+)
+
+pytest_plugins = ["tests.fakes.nvml.fixtures"]
+
+PRELUDE = """
+import json, sys, time
+import pynvml as n
+
+def err(call):
+    try:
+        call()
+    except n.NVMLError as e:
+        return type(e).__name__
+    return None
+
+"""
+
+SW_POWER_CAP = 0x4
+HW_THERMAL = 0x40
+
+
+def two_gpus(**overrides) -> FakeScenario:
+    """An A100 with a power ramp and a counter, and a Hopper-named GPU without one."""
+    scenario = FakeScenario(
+        devices=[
+            FakeDevice(
+                name="NVIDIA A100-SXM4-80GB",
+                uuid="GPU-11111111-2222-3333-4444-555555555555",
+                architecture=ARCH_AMPERE,
+                power_w=[(0.0, 90.0), (0.7, 310.0), (1.4, 180.0), (3.0, 250.0)],
+                energy_offset_mj=123_456_789,
+            ),
+            FakeDevice(
+                name="NVIDIA H100 80GB HBM3",
+                architecture=ARCH_HOPPER,
+                energy_counter=False,
+                power_w=[(0.0, 120.0), (2.0, 400.0)],
+            ),
+        ]
+    )
+    for key, value in overrides.items():
+        setattr(scenario, key, value)
+    return scenario
+
+
+# ------------------------------------------------------------------ pure Python
+
+
+def test_analytic_energy_is_the_exact_integral() -> None:
+    ramp = FakeDevice(power_w=[(0.0, 100.0), (1.0, 300.0), (3.0, 300.0)])
+    assert ramp.energy_j(1.0) == pytest.approx(200.0)
+    assert ramp.energy_j(2.0) == pytest.approx(500.0)
+    assert ramp.energy_j(4.0) == pytest.approx(1100.0)  # held at 300 W after the last point
+    assert ramp.energy_j(-1.0) == 0.0
+    late = FakeDevice(power_w=[(1.0, 50.0), (2.0, 150.0)])  # held at 50 W before t = 1
+    assert late.energy_j(2.0) == pytest.approx(150.0)
+    assert FakeDevice(power_w=42.0).energy_j(10.0) == pytest.approx(420.0)
+    epoch = 1_000.0
+    # E(0.5) = 100 * 0.5 + 0.5 * 200 * 0.5**2 = 75
+    assert analytic_energy_j(ramp, epoch + 0.5, epoch + 2.0, epoch) == pytest.approx(500 - 75)
+    assert analytic_energy_j({"power_w": 10.0}, epoch - 5, epoch + 1, epoch) == pytest.approx(10)
+    assert expected_counter_mj(ramp, epoch + 1.05, epoch, counter_period_s=0.1) == 200_000
+
+
+def test_scenario_text_round_trips_dicts(tmp_path: Path) -> None:
+    path = write_scenario(
+        tmp_path / "s.txt",
+        {
+            "start_epoch_s": 12.5,
+            "devices": [
+                {
+                    "name": "Tesla V100-SXM2-16GB",
+                    "power_w": [(0, 1), (1, 2)],
+                    "throttle": [(0.0, 1.0, SW_POWER_CAP)],
+                    "errors": {"nvmlDeviceGetPowerUsage": NVML_ERROR_UNKNOWN},
+                }
+            ],
+        },
+    )
+    text = path.read_text()
+    assert "start_epoch_s 12.5\n" in text
+    assert "name Tesla V100-SXM2-16GB\n" in text
+    assert "power 0.0 1.0 1.0 2.0\n" in text
+    assert "throttle 0.0 1.0 0x4\n" in text
+    assert "error nvmlDeviceGetPowerUsage 999\n" in text
+
+
+# ---------------------------------------------------------- pynvml in a child
+
+
+def test_library_exports_the_nvml_entry_points(fake_nvml_lib: Path) -> None:
+    names = [
+        "nvmlInit",
+        "nvmlInit_v2",
+        "nvmlInitWithFlags",
+        "nvmlShutdown",
+        "nvmlErrorString",
+        "nvmlSystemGetDriverVersion",
+        "nvmlSystemGetNVMLVersion",
+        "nvmlDeviceGetCount_v2",
+        "nvmlDeviceGetHandleByIndex_v2",
+        "nvmlDeviceGetHandleByUUID",
+        "nvmlDeviceGetIndex",
+        "nvmlDeviceGetName",
+        "nvmlDeviceGetUUID",
+        "nvmlDeviceGetTotalEnergyConsumption",
+        "nvmlDeviceGetPowerUsage",
+        "nvmlDeviceGetTemperature",
+        "nvmlDeviceGetClockInfo",
+        "nvmlDeviceGetMemoryInfo",
+        "nvmlDeviceGetMemoryInfo_v2",
+        "nvmlDeviceGetUtilizationRates",
+        "nvmlDeviceGetCurrentClocksEventReasons",
+        "nvmlDeviceGetCurrentClocksThrottleReasons",
+        "nvmlDeviceGetMigMode",
+        "nvmlDeviceGetArchitecture",
+        "nvmlDeviceGetPersistenceMode",
+        "nvmlDeviceGetPowerManagementLimit",
+        "nvmlDeviceGetEnforcedPowerLimit",
+        "nvmlDeviceGetPowerManagementLimitConstraints",
+        "nvmlDeviceGetC2cModeInfoV",
+        "nvmlDeviceGetFieldValues",
+        "nvmlDeviceGetTemperatureV",
+    ]
+    code = (
+        "import ctypes, json\n"
+        f"lib = ctypes.CDLL({str(fake_nvml_lib)!r})\n"
+        f"print(json.dumps([s for s in {names!r} if not hasattr(lib, s)]))\n"
+    )
+    assert run_python(code, dict(os.environ)) == []
+
+
+def test_two_devices_names_uuids_and_handle_by_uuid(fake_nvml_env) -> None:
+    scenario = two_gpus()
+    out = run_python(
+        PRELUDE
+        + """
+n.nvmlInit()
+handles = [n.nvmlDeviceGetHandleByIndex(i) for i in range(n.nvmlDeviceGetCount())]
+by_uuid = n.nvmlDeviceGetHandleByUUID(n.nvmlDeviceGetUUID(handles[1]))
+print(json.dumps({
+    "count": len(handles),
+    "names": [n.nvmlDeviceGetName(h) for h in handles],
+    "uuids": [n.nvmlDeviceGetUUID(h) for h in handles],
+    "indices": [n.nvmlDeviceGetIndex(h) for h in handles],
+    "arch": [n.nvmlDeviceGetArchitecture(h) for h in handles],
+    "by_uuid_index": n.nvmlDeviceGetIndex(by_uuid),
+    "unknown_uuid": err(lambda: n.nvmlDeviceGetHandleByUUID("GPU-nope")),
+    "bad_index": err(lambda: n.nvmlDeviceGetHandleByIndex(2)),
+    "driver": n.nvmlSystemGetDriverVersion(),
+    "nvml": n.nvmlSystemGetNVMLVersion(),
+}))
+""",
+        fake_nvml_env(scenario),
+    )
+    assert out["count"] == 2
+    assert out["names"] == ["NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3"]
+    assert out["uuids"] == [scenario.uuid(0), scenario.uuid(1)]
+    assert out["uuids"][1] == "GPU-fa4e0000-0000-0000-0000-000000000001"
+    assert out["indices"] == [0, 1]
+    assert out["arch"] == [ARCH_AMPERE, ARCH_HOPPER]
+    assert out["by_uuid_index"] == 1
+    assert out["unknown_uuid"] == "NVMLError_NotFound"
+    assert out["bad_index"] == "NVMLError_InvalidArgument"
+    assert (out["driver"], out["nvml"]) == ("550.54.15", "12.550.54.15")
+
+
+def test_energy_counter_is_the_integral_of_power(fake_nvml_env) -> None:
+    scenario = two_gpus()
+    out = run_python(
+        PRELUDE
+        + """
+n.nvmlInit()
+h = n.nvmlDeviceGetHandleByIndex(0)
+def read():
+    before = time.time()
+    e, p = n.nvmlDeviceGetTotalEnergyConsumption(h), n.nvmlDeviceGetPowerUsage(h)
+    return [before, time.time(), e, p]
+a = read()
+time.sleep(1.0)
+b = read()
+print(json.dumps({"a": a, "b": b}))
+""",
+        fake_nvml_env(scenario),
+    )
+    device, epoch = scenario.devices[0], scenario.start_epoch_s
+    (a0, a1, ea, pa), (b0, b1, eb, pb) = out["a"], out["b"]
+    # absolute counter = offset + integral since the epoch (monotonic, so bracketed)
+    for t0, t1, counter in ((a0, a1, ea), (b0, b1, eb)):
+        assert expected_counter_mj(device, t0, epoch) <= counter
+        assert counter <= expected_counter_mj(device, t1, epoch)
+        assert counter > device.energy_offset_mj
+    truth = analytic_energy_j(device, (a0 + a1) / 2, (b0 + b1) / 2, epoch)
+    measured = (eb - ea) / 1000
+    assert truth > 100
+    assert measured == pytest.approx(truth, rel=0.005)
+    for t0, t1, power_mw in ((a0, a1, pa), (b0, b1, pb)):
+        lo, hi = sorted((device.power_at(t0 - epoch), device.power_at(t1 - epoch)))
+        assert lo - 0.01 <= power_mw / 1000 <= hi + 0.01
+
+
+def test_counter_is_quantised_to_its_update_period(fake_nvml_env) -> None:
+    scenario = two_gpus(counter_period_s=0.1)
+    out = run_python(
+        PRELUDE
+        + """
+n.nvmlInit()
+h = n.nvmlDeviceGetHandleByIndex(0)
+samples = []
+for _ in range(40):
+    before = time.time()
+    e = n.nvmlDeviceGetTotalEnergyConsumption(h)
+    samples.append([before, time.time(), e])
+    time.sleep(0.013)
+print(json.dumps(samples))
+""",
+        fake_nvml_env(scenario),
+    )
+    device, epoch = scenario.devices[0], scenario.start_epoch_s
+
+    def expected(t: float) -> int:
+        return expected_counter_mj(device, t, epoch, counter_period_s=0.1)
+
+    for t0, t1, counter in out:
+        assert counter in (expected(t0), expected(t1))
+    values = [counter for _, _, counter in out]
+    assert values == sorted(values)
+    assert len(set(values)) < len(values)  # several reads inside one 100 ms period
+    assert len(set(values)) >= 4  # and it moves every period
+
+
+def test_device_without_counter_raises_not_supported(fake_nvml_env) -> None:
+    out = run_python(
+        PRELUDE
+        + """
+n.nvmlInit()
+h = n.nvmlDeviceGetHandleByIndex(1)
+print(json.dumps({
+    "energy": err(lambda: n.nvmlDeviceGetTotalEnergyConsumption(h)),
+    "power": n.nvmlDeviceGetPowerUsage(h),
+}))
+try:
+    n.nvmlDeviceGetTotalEnergyConsumption(h)
+except n.NVMLError_NotSupported as e:
+    assert e.value == n.NVML_ERROR_NOT_SUPPORTED and str(e) == "Not Supported"
+""",
+        fake_nvml_env(two_gpus()),
+    )
+    assert out["energy"] == "NVMLError_NotSupported"
+    assert out["power"] > 0
+
+
+def test_throttle_reasons_inside_the_interval_only(fake_nvml_env) -> None:
+    scenario = two_gpus(start_epoch_s=time.time() + 0.4)  # t < 0 while the child starts
+    scenario.devices[0].throttle = [Throttle(0.2, 0.6, SW_POWER_CAP | HW_THERMAL, 900)]
+    out = run_python(
+        PRELUDE
+        + f"""
+epoch = {scenario.start_epoch_s!r}
+n.nvmlInit()
+h = n.nvmlDeviceGetHandleByIndex(0)
+samples = []
+while time.time() - epoch < 0.85:
+    before = time.time() - epoch
+    s = [before, 0.0,
+         n.nvmlDeviceGetCurrentClocksEventReasons(h),
+         n.nvmlDeviceGetCurrentClocksThrottleReasons(h),
+         n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)]
+    s[1] = time.time() - epoch
+    samples.append(s)
+    time.sleep(0.02)
+print(json.dumps(samples))
+""",
+        fake_nvml_env(scenario),
+    )
+    inside = [s for s in out if s[0] >= 0.2 and s[1] < 0.6]
+    outside = [s for s in out if s[1] < 0.2 or s[0] >= 0.6]
+    assert inside and [s for s in outside if s[0] >= 0.6]
+    for _, _, events, throttle, sm in inside:
+        assert (events, throttle, sm) == (SW_POWER_CAP | HW_THERMAL, SW_POWER_CAP | HW_THERMAL, 900)
+    for _, _, events, throttle, sm in outside:
+        assert (events, throttle, sm) == (0, 0, 1410)
+
+
+def test_injected_errors_surface_as_pynvml_exceptions(fake_nvml_env) -> None:
+    scenario = two_gpus()
+    scenario.devices[0].errors = [
+        InjectedError("nvmlDeviceGetPowerUsage", NVML_ERROR_UNKNOWN),
+        InjectedError("nvmlDeviceGetTemperature", NVML_ERROR_GPU_IS_LOST, -1e9, -1e9 + 1),  # past
+    ]
+    scenario.devices[1].errors = [
+        InjectedError("nvmlDeviceGetClockInfo", NVML_ERROR_GPU_IS_LOST, -1e9, 1e9),  # now
+    ]
+    scenario.errors = [InjectedError("nvmlDeviceGetMigMode", NVML_ERROR_NOT_SUPPORTED)]
+    out = run_python(
+        PRELUDE
+        + """
+n.nvmlInit()
+h0, h1 = n.nvmlDeviceGetHandleByIndex(0), n.nvmlDeviceGetHandleByIndex(1)
+try:
+    n.nvmlDeviceGetPowerUsage(h0)
+except n.NVMLError as e:
+    unknown = [type(e).__name__, e.value, str(e), isinstance(e, n.NVMLError_Unknown)]
+print(json.dumps({
+    "power0": unknown,
+    "power1": err(lambda: n.nvmlDeviceGetPowerUsage(h1)),
+    "temp0_past_window": err(lambda: n.nvmlDeviceGetTemperature(h0, 0)),
+    "clock1_in_window": err(lambda: n.nvmlDeviceGetClockInfo(h1, n.NVML_CLOCK_SM)),
+    "mig_global": [err(lambda: n.nvmlDeviceGetMigMode(h)) for h in (h0, h1)],
+}))
+""",
+        fake_nvml_env(scenario),
+    )
+    assert out["power0"] == ["NVMLError_Unknown", 999, "Unknown Error", True]
+    assert out["power1"] is None
+    assert out["temp0_past_window"] is None
+    assert out["clock1_in_window"] == "NVMLError_GpuIsLost"
+    assert out["mig_global"] == ["NVMLError_NotSupported", "NVMLError_NotSupported"]
+
+
+def test_init_fails_like_a_host_without_a_usable_driver(fake_nvml_env, tmp_path: Path) -> None:
+    env = fake_nvml_env(two_gpus(errors=[InjectedError("nvmlInit", 9)]))
+    code = PRELUDE + "print(json.dumps([err(n.nvmlInit), err(n.nvmlDeviceGetCount)]))"
+    assert run_python(code, env) == ["NVMLError_DriverNotLoaded", "NVMLError_Uninitialized"]
+    no_scenario = {k: v for k, v in env.items() if k != "FAKE_NVML_SCENARIO"}
+    assert run_python(code, no_scenario)[0] == "NVMLError_DriverNotLoaded"
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("fake_nvml_scenario 1\ndevice\npowr 0 100\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "FAKE_NVML_SCENARIO": str(bad)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(proc.stdout)[0] == "NVMLError_Unknown"
+    assert f"fake_nvml: {bad}:3: unknown device keyword 'powr'" in proc.stderr
+
+
+def test_modes_and_telemetry_read_back(fake_nvml_env) -> None:
+    scenario = two_gpus()
+    scenario.devices[0] = FakeDevice(
+        mig_mode=1,
+        mig_pending_mode=0,
+        persistence_mode=True,
+        temperature_c=[(-100.0, 30.0), (100.0, 80.0)],  # 55 C at t = 0, +0.25 C/s
+        sm_clock_mhz=1980,
+        mem_clock_mhz=2619,
+        memory_total_bytes=80 * 2**30,
+        memory_used_bytes=3 * 2**30,
+        memory_reserved_bytes=2**29,
+        gpu_utilization_pct=97,
+        memory_utilization_pct=41,
+        power_limit_mw=350_000,
+        power_limit_min_mw=200_000,
+        power_limit_max_mw=700_000,
+        default_power_limit_mw=700_000,
+        enforced_power_limit_mw=300_000,
+    )
+    out = run_python(
+        PRELUDE
+        + """
+n.nvmlInit()
+h0, h1 = n.nvmlDeviceGetHandleByIndex(0), n.nvmlDeviceGetHandleByIndex(1)
+m1, m2 = n.nvmlDeviceGetMemoryInfo(h0), n.nvmlDeviceGetMemoryInfo(h0, n.nvmlMemory_v2)
+u = n.nvmlDeviceGetUtilizationRates(h0)
+print(json.dumps({
+    "mig": [n.nvmlDeviceGetMigMode(h0), n.nvmlDeviceGetMigMode(h1)],
+    "persistence": [n.nvmlDeviceGetPersistenceMode(h0), n.nvmlDeviceGetPersistenceMode(h1)],
+    "temperature": n.nvmlDeviceGetTemperature(h0, n.NVML_TEMPERATURE_GPU),
+    "temperature_v": n.nvmlDeviceGetTemperatureV(h0, n.NVML_TEMPERATURE_GPU),
+    "clocks": [n.nvmlDeviceGetClockInfo(h0, c) for c in (n.NVML_CLOCK_SM, n.NVML_CLOCK_MEM)],
+    "video_clock": err(lambda: n.nvmlDeviceGetClockInfo(h0, n.NVML_CLOCK_VIDEO)),
+    "mem_v1": [m1.total, m1.used, m1.free],
+    "mem_v2": [m2.total, m2.reserved, m2.used, m2.free],
+    "util": [u.gpu, u.memory],
+    "limits": [n.nvmlDeviceGetPowerManagementLimit(h0),
+               n.nvmlDeviceGetPowerManagementLimitConstraints(h0),
+               n.nvmlDeviceGetPowerManagementDefaultLimit(h0),
+               n.nvmlDeviceGetEnforcedPowerLimit(h0)],
+    "c2c": err(lambda: n.nvmlDeviceGetC2cModeInfoV(h0)),
+    "procs": n.nvmlDeviceGetComputeRunningProcesses(h0),
+    "cuda": n.nvmlSystemGetCudaDriverVersion(),
+}))
+""",
+        fake_nvml_env(scenario),
+    )
+    assert out["mig"] == [[1, 0], [0, 0]]
+    assert out["persistence"] == [1, 0]
+    assert 55 <= out["temperature"] <= 57
+    assert out["temperature_v"] == out["temperature"]
+    assert out["clocks"] == [1980, 2619]
+    assert out["video_clock"] == "NVMLError_NotSupported"
+    gib = 2**30
+    assert out["mem_v1"] == [80 * gib, 3 * gib, 77 * gib]
+    assert out["mem_v2"] == [80 * gib, gib // 2, 3 * gib, 77 * gib - gib // 2]
+    assert out["util"] == [97, 41]
+    assert out["limits"] == [350_000, [200_000, 700_000], 700_000, 300_000]
+    assert out["c2c"] == "NVMLError_NotSupported"
+    assert out["procs"] == []
+    assert out["cuda"] == 12040
+
+
+def test_calls_outside_init_and_with_bad_handles(fake_nvml_env) -> None:
+    out = run_python(
+        PRELUDE
+        + """
+before = err(n.nvmlDeviceGetCount)
+n.nvmlInit()
+n.nvmlInit()  # reference counted like the real NVML
+h = n.nvmlDeviceGetHandleByIndex(0)
+null = n.c_nvmlDevice_t()
+bogus = n.c_nvmlDevice_t.from_buffer_copy(bytes(range(8)))
+result = {
+    "before": before,
+    "null_handle": err(lambda: n.nvmlDeviceGetPowerUsage(null)),
+    "bogus_handle": err(lambda: n.nvmlDeviceGetName(bogus)),
+    "bad_sensor": err(lambda: n.nvmlDeviceGetTemperature(h, 7)),
+}
+n.nvmlShutdown()
+result["after_one_shutdown"] = err(lambda: n.nvmlDeviceGetPowerUsage(h))
+n.nvmlShutdown()
+result["after_last_shutdown"] = err(lambda: n.nvmlDeviceGetPowerUsage(h))
+result["extra_shutdown"] = err(n.nvmlShutdown)
+print(json.dumps(result))
+""",
+        fake_nvml_env(two_gpus()),
+    )
+    assert out == {
+        "before": "NVMLError_Uninitialized",
+        "null_handle": "NVMLError_InvalidArgument",
+        "bogus_handle": "NVMLError_InvalidArgument",
+        "bad_sensor": "NVMLError_InvalidArgument",
+        "after_one_shutdown": None,
+        "after_last_shutdown": "NVMLError_Uninitialized",
+        "extra_shutdown": "NVMLError_Uninitialized",
+    }
+
+
+def test_activate_preloads_the_fake_and_init_rereads_the_scenario(
+    fake_nvml_lib: Path, tmp_path: Path
+) -> None:
+    first = write_scenario(tmp_path / "first.txt", two_gpus())
+    second = write_scenario(
+        tmp_path / "second.txt", FakeScenario(devices=[FakeDevice(name="Tesla T4", power_w=70)])
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "FAKE_NVML_SCENARIO")
+    }
+    out = run_python(
+        PRELUDE
+        + f"""
+import os
+from tests.fakes.nvml import activate
+activate({str(fake_nvml_lib)!r}, {str(first)!r})
+n.nvmlInit()
+h1 = n.nvmlDeviceGetHandleByIndex(1)
+one = [n.nvmlDeviceGetCount(), n.nvmlDeviceGetName(h1)]
+n.nvmlShutdown()
+os.environ["FAKE_NVML_SCENARIO"] = {str(second)!r}
+n.nvmlInit()
+two = [n.nvmlDeviceGetCount(),
+       n.nvmlDeviceGetName(n.nvmlDeviceGetHandleByIndex(0)),
+       err(lambda: n.nvmlDeviceGetName(h1))]
+print(json.dumps({{"one": one, "two": two, "lib": n.nvmlLib._name}}))
+""",
+        env,
+    )
+    assert out["one"] == [2, "NVIDIA H100 80GB HBM3"]
+    assert out["two"] == [1, "Tesla T4", "NVMLError_InvalidArgument"]  # stale handle
+    assert out["lib"] == "libnvidia-ml.so.1"
+
+
+# --------------------------------------------------------------------- Zeus
+
+ZEUS_SKIP = pytest.mark.skipif(
+    importlib.util.find_spec("zeus") is None, reason="zeus is not installed (pip install zeus)"
+)
+
+# ZeusMonitor needs: no CUDA_VISIBLE_DEVICES / ZEUSD_* (subprocess_env drops them),
+# cpu_indices=[] (no RAPL here), and sync_execution=False: with a CPU-only torch installed,
+# Zeus's torch.cuda.synchronize path raises "PyTorch is available but does not have CUDA
+# support".
+ZEUS_CHILD = """
+import json, sys, time
+
+def main():
+    from zeus.monitor import ZeusMonitor
+    monitor = ZeusMonitor(gpu_indices=[0, 1], cpu_indices=[])
+    time.sleep(WARMUP)
+    t0 = time.time()
+    monitor.begin_window("w", sync_execution=False)
+    time.sleep(1.0)
+    result = monitor.end_window("w", sync_execution=False)
+    t1 = time.time()
+    print(json.dumps({"t0": t0, "t1": t1, "time": result.time,
+                      "energy": {str(k): v for k, v in result.gpu_energy.items()},
+                      "power_monitor": monitor.power_monitor is not None}))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@ZEUS_SKIP
+def test_zeus_monitor_reads_the_fake(fake_nvml_env) -> None:
+    scenario = two_gpus()
+    scenario.devices[1].energy_counter = True  # Zeus trusts the counter from Volta on
+    env = fake_nvml_env(scenario)
+    out = run_python(ZEUS_CHILD.replace("WARMUP", "0.0"), env, timeout=120)
+    assert out["power_monitor"] is False  # both GPUs are >= Volta: counters only
+    assert 1.0 <= out["time"] < 1.5
+    for index in (0, 1):
+        truth = scenario.energy_j(index, out["t0"], out["t1"])
+        assert out["energy"][str(index)] == pytest.approx(truth, rel=0.005)
+
+
+def test_subprocess_env_points_the_loader_at_the_fake(tmp_path: Path) -> None:
+    lib = tmp_path / "lib" / "libnvidia-ml.so.1"
+    base = {"LD_LIBRARY_PATH": "/opt/x", "CUDA_VISIBLE_DEVICES": "3", "PATH": "/bin"}
+    env = subprocess_env(lib, tmp_path / "s.txt", base)
+    assert env["LD_LIBRARY_PATH"] == f"{tmp_path / 'lib'}:/opt/x"
+    assert env["FAKE_NVML_SCENARIO"] == str(tmp_path / "s.txt")
+    assert "CUDA_VISIBLE_DEVICES" not in env
