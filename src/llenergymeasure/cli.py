@@ -16,7 +16,7 @@ from llenergymeasure.errors import LlemError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(error: Exception) -> None:

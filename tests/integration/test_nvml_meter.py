@@ -226,3 +226,16 @@ def test_auto_picks_nvml_on_a_gpu_run(fake_nvml_env):
     )
     out = run_python(code, fake_nvml_env(FakeScenario(devices=[FakeDevice()])))
     assert out == ["nvml", ["gpu:0"]]
+
+
+def test_doctor_reports_each_source(fake_nvml_env, tmp_path):
+    command = [sys.executable, "-m", "llenergymeasure", "doctor"]
+    env = fake_nvml_env(FakeScenario(devices=[FakeDevice(), FakeDevice(energy_counter=False)]))
+    env["LLEM_POWERCAP_ROOT"] = str(tmp_path)
+    with_gpus = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    assert "gpu:0 NVIDIA A100-SXM4-80GB: energy counter" in with_gpus.stdout
+    assert "gpu:1 NVIDIA A100-SXM4-80GB: power polling only" in with_gpus.stdout
+    del env["LD_LIBRARY_PATH"]
+    without = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    assert "libnvidia-ml.so.1 not found" in without.stdout
+    assert "codecarbon" in without.stdout

@@ -28,6 +28,12 @@ def test_auto_on_a_cpu_host_without_counters_falls_back_to_codecarbon(no_hardwar
 def test_auto_on_cpu_runs_skips_nvml_with_a_reason(no_hardware):
     setup = select_meter(MeasurementConfig(meter="auto", device="cpu"))
     assert setup.choice.refused["nvml"] == "the run is on the CPU, not a GPU"
+    assert setup.choice.chosen == "codecarbon"
+    energy_meter = setup.make_meter(None)
+    energy_meter.begin_window()
+    energy = energy_meter.end_window()
+    assert energy.method == "codecarbon" and energy.confidence == "estimated"
+    assert energy.energy_j is not None and energy.energy_j > 0
 
 
 def test_auto_picks_rapl_where_the_tree_exists(monkeypatch, tmp_path):
