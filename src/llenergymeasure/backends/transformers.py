@@ -12,10 +12,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
 from llenergymeasure.backends.base import PreparedPrompt
+from llenergymeasure.backends.tokenize import prepare_prompts
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.errors import BackendError
 from llenergymeasure.measure.latency import RequestTiming
-from llenergymeasure.prompts import read_prompts, synthetic_token_ids
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -96,39 +96,7 @@ class TransformersBackend:
 
     def prepare_prompts(self) -> list[PreparedPrompt]:
         """Tokenise the run's prompts, fitting each into `max_input_tokens`."""
-        prompts = self.config.prompts
-        limit = self.settings.max_input_tokens
-        if prompts.source == "synthetic":
-            assert prompts.input_tokens is not None
-            length = min(prompts.input_tokens, limit)
-            ids = synthetic_token_ids(
-                len(self.tokenizer),
-                self.tokenizer.all_special_ids,
-                self.settings.num_prompts,
-                length,
-                seed=self.config.repeat,
-            )
-            return [PreparedPrompt(tuple(p), prompts.input_tokens > limit) for p in ids]
-        return [
-            self._encode(text, limit) for text in read_prompts(prompts, self.settings.num_prompts)
-        ]
-
-    def _encode(self, text: str, limit: int) -> PreparedPrompt:
-        content_ids = self.tokenizer.encode(text, add_special_tokens=False)
-        use_template = self.settings.chat_template and self.tokenizer.chat_template is not None
-        overhead = len(self._wrap([])) if use_template else 0
-        budget = max(limit - overhead, 1)
-        truncated = len(content_ids) > budget
-        content_ids = content_ids[:budget]
-        ids = self._wrap(content_ids) if use_template else content_ids
-        return PreparedPrompt(tuple(ids), truncated)
-
-    def _wrap(self, content_ids: list[int]) -> list[int]:
-        content = self.tokenizer.decode(content_ids)
-        ids = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True
-        )
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return prepare_prompts(self.tokenizer, self.config)
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `generate` for this run's decoding settings."""
@@ -152,11 +120,35 @@ class TransformersBackend:
         )
         return {k: v.to(self.device) for k, v in batch.items()}
 
+    def run(self, prompts: Sequence[PreparedPrompt]) -> list[RequestTiming]:
+        """Generate the prompts in consecutive batches of `batch_size`."""
+        size = self.settings.batch_size
+        arrival_s = time.perf_counter()  # offline: every request is there from the start
+        timings: list[RequestTiming] = []
+        for batch_index, first in enumerate(range(0, len(prompts), size)):
+            batch = prompts[first : first + size]
+            timings += self.generate(batch, batch_index, first, arrival_s)
+        return timings
+
+    def close(self) -> None:
+        """Nothing to release: the model lives in this process."""
+
     @torch.inference_mode()
     def generate(
-        self, prompts: Sequence[PreparedPrompt], batch_index: int, first_index: int
+        self,
+        prompts: Sequence[PreparedPrompt],
+        batch_index: int,
+        first_index: int,
+        arrival_s: float | None = None,
     ) -> list[RequestTiming]:
-        """Generate one batch; every step of every sequence is timestamped."""
+        """Generate one batch; every step of every sequence is timestamped.
+
+        Args:
+            prompts: The batch.
+            batch_index: Its position in the run.
+            first_index: Index of its first prompt in the run.
+            arrival_s: When its requests arrived (default: now, the batch start).
+        """
         inputs = self.encode_batch(prompts)
         clock = StepClock()
         submit_s = time.perf_counter()
@@ -174,6 +166,7 @@ class TransformersBackend:
                     index=first_index + row,
                     batch_index=batch_index,
                     input_tokens=int(mask.sum()),
+                    arrival_s=submit_s if arrival_s is None else arrival_s,
                     submit_s=submit_s,
                     token_times_s=tuple(clock.step_times_s[:n_tokens]),
                     output_ids=tuple(ids[:n_tokens]),

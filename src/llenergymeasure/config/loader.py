@@ -119,9 +119,12 @@ def _points(
     resolved = []
     for model, backend, override, where in points:
         try:
-            settings = Settings.model_validate({**base, **override}).normalised()
+            settings = Settings.model_validate({**base, **override}).normalised(backend)
         except ValidationError as e:
             raise _config_error(source, e, prefix=where) from None
+        except ValueError as e:
+            key = "settings.vllm.max_num_seqs" if where == "grid" else f"{where}.vllm"
+            raise ConfigError(source, key, str(e)) from None
         resolved.append((model, backend, settings))
     return resolved
 

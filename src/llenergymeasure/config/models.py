@@ -9,13 +9,62 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 Dtype = Literal["float32", "bfloat16", "float16"]
-BackendName = Literal["transformers"]
+BackendName = Literal["transformers", "vllm"]
 
 
 class StrictModel(BaseModel):
     """Base of every configuration model: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Engine arguments llem sets itself; `engine_kwargs` may not override them.
+VLLM_OWN_KEYS = frozenset(
+    {"model", "tokenizer", "dtype", "seed", "max_num_seqs", "disable_log_stats", "device"}
+)
+
+
+class VllmSettings(StrictModel):
+    """vLLM engine settings (vllm backend only). `None` keeps vLLM's own default."""
+
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="Concurrent sequences; for vllm this *is* `batch_size` (set one)."
+    )
+    max_model_len: int | None = Field(None, ge=16, description="Context length the engine plans.")
+    enforce_eager: bool | None = Field(
+        None, description="Disable CUDA graphs / torch.compile (true on CPU: compile costs ~80 s)."
+    )
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory share.")
+    kv_cache_dtype: str | None = Field(None, description="KV cache dtype, e.g. auto, fp8.")
+    enable_prefix_caching: bool | None = Field(None, description="Automatic prefix caching.")
+    block_size: int | None = Field(None, ge=1, description="KV cache block size in tokens.")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1, description="Token budget of one scheduler step."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans.")
+    quantization: str | None = Field(None, description="vLLM quantization method, e.g. awq, fp8.")
+    ignore_eos: bool = Field(False, description="Generate past EOS (fixes the output length).")
+    arrival: Literal["offline", "poisson", "constant"] = Field(
+        "offline",
+        description="`offline`: every request at once; `poisson`/`constant`: arrivals at "
+        "`request_rate` per second (seeded by `arrival_seed`).",
+    )
+    request_rate: float | None = Field(None, gt=0, description="Requests per second (arrivals).")
+    arrival_seed: int = Field(0, ge=0, description="Seed of the Poisson arrival times.")
+    engine_kwargs: dict[str, Any] = Field(
+        {}, description="Further `vllm.AsyncEngineArgs` fields, passed through unchanged."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> VllmSettings:
+        if self.arrival != "offline" and self.request_rate is None:
+            raise ValueError(f"arrival {self.arrival!r} needs request_rate")
+        if self.arrival == "offline" and self.request_rate is not None:
+            raise ValueError("request_rate needs arrival 'poisson' or 'constant'")
+        clash = sorted(set(self.engine_kwargs) & (VLLM_OWN_KEYS | set(type(self).model_fields)))
+        if clash:
+            raise ValueError(f"engine_kwargs may not set {', '.join(clash)}: llem sets them")
+        return self
 
 
 class Settings(StrictModel):
@@ -47,6 +96,7 @@ class Settings(StrictModel):
         description="Longest prompt in tokens, chat template included; longer ones are truncated.",
     )
     threads: int = Field(1, ge=1, description="CPU threads for inference (torch.set_num_threads).")
+    vllm: VllmSettings | None = Field(None, description="vLLM engine settings (vllm only).")
     chat_template: bool = Field(
         True,
         description="Wrap each prompt in the tokenizer's chat template (builtin/jsonl prompts).",
@@ -59,11 +109,16 @@ class Settings(StrictModel):
             raise ValueError(f"min_new_tokens ({lo}) exceeds max_new_tokens ({hi})")
         return self
 
-    def normalised(self) -> Settings:
+    def normalised(self, backend: str) -> Settings:
         """Return equivalent settings in canonical form, so equivalent runs share one id.
 
         Greedy decoding ignores the sampling knobs, so they are dropped; sampling fills
-        the defaults in explicitly.
+        the defaults in explicitly. vLLM settings exist only for the vllm backend, where
+        `max_num_seqs` is `batch_size`.
+
+        Raises:
+            ValueError: If `vllm.max_num_seqs` contradicts `batch_size`.
+
         """
         if self.decoding == "greedy":
             update: dict[str, Any] = {
@@ -79,6 +134,16 @@ class Settings(StrictModel):
                 "top_k": 0 if self.top_k is None else self.top_k,
                 "seed": 0 if self.seed is None else self.seed,
             }
+        if backend != "vllm":
+            update["vllm"] = None
+        else:
+            engine = self.vllm or VllmSettings()
+            if engine.max_num_seqs is not None and engine.max_num_seqs != self.batch_size:
+                raise ValueError(
+                    f"vllm.max_num_seqs ({engine.max_num_seqs}) differs from batch_size "
+                    f"({self.batch_size}): for vllm they are the same axis, set batch_size"
+                )
+            update["vllm"] = engine.model_copy(update={"max_num_seqs": self.batch_size})
         return self.model_copy(update=update)
 
 

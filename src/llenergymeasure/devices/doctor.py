@@ -38,6 +38,16 @@ def probe_all() -> list[tuple[str, bool, str]]:
     except ImportError as e:
         rows.append(("codecarbon (estimate)", False, str(e)))
     try:
+        from vllm.platforms import current_platform
+
+        from llenergymeasure.backends.vllm import vllm_version
+
+        rows.append(
+            ("vllm backend", True, f"vllm {vllm_version()} on {current_platform.device_type}")
+        )
+    except ImportError as e:
+        rows.append(("vllm backend", False, f"vllm is not importable: {e}"))
+    try:
         import torch
 
         cuda = torch.cuda.is_available()

@@ -18,7 +18,8 @@ class RequestTiming:
         index: Position of the prompt in the run.
         batch_index: Batch the prompt was generated in.
         input_tokens: Prompt tokens, padding excluded.
-        submit_s: When the request was submitted to the engine.
+        arrival_s: When the request became available (offline runs: the window start).
+        submit_s: When it was handed to the engine (transformers: its batch's start).
         token_times_s: Arrival time of each counted output token.
         output_ids: The counted output token ids (EOS included, nothing after it).
         stopped_by_eos: Whether generation ended on EOS (else on the length limit).
@@ -28,6 +29,7 @@ class RequestTiming:
     index: int
     batch_index: int
     input_tokens: int
+    arrival_s: float
     submit_s: float
     token_times_s: tuple[float, ...]
     output_ids: tuple[int, ...]
@@ -43,8 +45,9 @@ def request_result(timing: RequestTiming) -> RequestResult:
         input_tokens=timing.input_tokens,
         output_tokens=len(times),
         stopped_by_eos=timing.stopped_by_eos,
-        ttft_s=float(times[0] - timing.submit_s),
-        latency_s=float(times[-1] - timing.submit_s),
+        queue_s=float(timing.submit_s - timing.arrival_s),
+        ttft_s=float(times[0] - timing.arrival_s),
+        latency_s=float(times[-1] - timing.arrival_s),
         itl_s=np.diff(times).tolist(),
     )
 

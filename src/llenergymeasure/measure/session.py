@@ -54,8 +54,7 @@ def measure(
     backend.load()
     model_load_s = time.perf_counter() - t_load
     prompts = backend.prepare_prompts()
-    size = settings.batch_size
-    batches = [prompts[i : i + size] for i in range(0, len(prompts), size)]
+    warmup_prompts = prompts[: measurement.warmup_batches * settings.batch_size]
 
     setup = select_meter(measurement)
     log.info("energy meter: %s (refused: %s)", setup.choice.chosen, setup.choice.refused or "-")
@@ -65,8 +64,8 @@ def measure(
         baseline = idle_baseline(setup, sampler, measurement, baseline_cache)
         sampler.phase = "warmup"
         t_warm = time.perf_counter()
-        for i in range(measurement.warmup_batches):
-            backend.generate(batches[i % len(batches)], batch_index=-1, first_index=-1)
+        if warmup_prompts:
+            backend.run(warmup_prompts)
         warmup_s = time.perf_counter() - t_warm
 
         meter = setup.make_meter(sampler)
@@ -75,15 +74,14 @@ def measure(
         window_start_unix_s = time.time()
         meter.begin_window()
         t0 = time.perf_counter()
-        timings = []
-        for batch_index, batch in enumerate(batches):
-            timings += backend.generate(batch, batch_index, first_index=batch_index * size)
+        timings = backend.run(prompts)
         window_s = time.perf_counter() - t0
         energy = meter.end_window()
         sampler.phase = "post"
         ended_at = _now()
     finally:
         sampler.stop()
+        backend.close()
 
     energy = finalize_energy(energy, baseline, window_s, measurement, setup.choice)
     requests = [request_result(t) for t in timings]
@@ -134,7 +132,14 @@ def measure(
         memory=Memory(
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             peak_device_allocated_mb=device_mb,
-            device_null_reason=None if device_mb is not None else "no accelerator: run on CPU",
+            device_null_reason=None
+            if device_mb is not None
+            else "no accelerator: run on CPU"
+            if measurement.device == "cpu"
+            else f"{backend.name}: the engine's memory is not visible from this process",
+            rss_scope="this process"
+            if backend.name != "vllm"
+            else "this process only: vLLM's engine processes are not included",
         ),
         environment={**environment.collect(measurement.device), "backend": backend.versions()},
         warnings=warnings,

@@ -37,8 +37,13 @@ class RequestResult(ResultModel):
     input_tokens: int = Field(..., description="Prompt tokens, padding excluded.")
     output_tokens: int = Field(..., description="Generated tokens up to and including EOS.")
     stopped_by_eos: bool
-    ttft_s: float = Field(..., description="Submission of its batch to its first token.")
-    latency_s: float = Field(..., description="Submission of its batch to its last token.")
+    queue_s: float = Field(
+        ...,
+        description="Arrival to hand-over to the engine (transformers: waiting for earlier "
+        "static batches; vLLM queues inside the engine, so 0 and its wait is in TTFT).",
+    )
+    ttft_s: float = Field(..., description="Arrival to first token (queueing included).")
+    latency_s: float = Field(..., description="Arrival to last token.")
     itl_s: list[float] = Field(..., description="Intervals between consecutive output tokens.")
 
 
@@ -158,6 +163,7 @@ class Memory(ResultModel):
     peak_rss_mb: float = Field(
         ..., description="Process peak RSS (getrusage), model load included."
     )
+    rss_scope: str = "this process"
     peak_device_allocated_mb: float | None = None
     device_null_reason: str | None = None
 

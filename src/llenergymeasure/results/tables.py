@@ -28,7 +28,14 @@ def _arrow_type(annotation: Any) -> pa.DataType:
     return pa.string()  # str and Literal[...] of strings
 
 
-SETTINGS_FIELDS = [pa.field(n, _arrow_type(f.annotation)) for n, f in Settings.model_fields.items()]
+SETTINGS_FIELDS = [
+    pa.field(n, _arrow_type(f.annotation)) for n, f in Settings.model_fields.items() if n != "vllm"
+]
+VLLM_FIELDS = [
+    pa.field("vllm_settings", pa.string()),  # the engine settings as JSON (vllm runs only)
+    pa.field("vllm_arrival", pa.string()),
+    pa.field("vllm_request_rate", pa.float64()),
+]
 STAT_NAMES = ("mean", "median", "p95", "p99")
 LATENCY_QUANTITIES = ("ttft_s", "itl_s", "itl_trimmed_s", "request_latency_s")
 
@@ -46,6 +53,7 @@ RUNS_SCHEMA = pa.schema(
         pa.field("backend", pa.string()),
         pa.field("repeat", pa.int64()),
         *SETTINGS_FIELDS,
+        *VLLM_FIELDS,
         pa.field("prompts_source", pa.string()),
         pa.field("device", pa.string()),
         pa.field("window_s", pa.float64()),
@@ -93,6 +101,7 @@ LATENCY_SCHEMA = pa.schema(
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
         pa.field("stopped_by_eos", pa.bool_()),
+        pa.field("queue_s", pa.float64()),
         pa.field("ttft_s", pa.float64()),
         pa.field("latency_s", pa.float64()),
         pa.field("itl_s", pa.list_(pa.float64())),
@@ -108,6 +117,7 @@ def run_row(result: RunResult) -> dict[str, Any]:
     """One runs.parquet row of a result."""
     cfg = result.config
     baseline = result.energy.baseline
+    engine = cfg.settings.vllm
     per_device = result.energy.per_device
     temperatures = [d.max_temperature_c for d in per_device if d.max_temperature_c is not None]
     throttles = [d.throttle_s for d in per_device if d.throttle_s is not None]
@@ -118,7 +128,10 @@ def run_row(result: RunResult) -> dict[str, Any]:
         "model_source": cfg.model.source,
         "backend": cfg.backend,
         "repeat": cfg.repeat,
-        **cfg.settings.model_dump(),
+        **cfg.settings.model_dump(exclude={"vllm"}),
+        "vllm_settings": engine.model_dump_json() if engine else None,
+        "vllm_arrival": engine.arrival if engine else None,
+        "vllm_request_rate": engine.request_rate if engine else None,
         "prompts_source": cfg.prompts.source,
         "device": cfg.measurement.device,
         "window_s": result.timing.window_s,
@@ -167,6 +180,7 @@ def latency_rows(result: RunResult) -> Iterable[dict[str, Any]]:
             "input_tokens": r.input_tokens,
             "output_tokens": r.output_tokens,
             "stopped_by_eos": r.stopped_by_eos,
+            "queue_s": r.queue_s,
             "ttft_s": r.ttft_s,
             "latency_s": r.latency_s,
             "itl_s": r.itl_s,

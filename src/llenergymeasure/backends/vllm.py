@@ -1,0 +1,246 @@
+"""vLLM backend: AsyncLLM with delta streaming, every output token timestamped on arrival."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from importlib.metadata import version
+from typing import Any
+
+from llenergymeasure.backends.base import PreparedPrompt
+from llenergymeasure.backends.tokenize import prepare_prompts
+from llenergymeasure.config.models import ExperimentConfig, VllmSettings
+from llenergymeasure.errors import BackendError
+from llenergymeasure.measure.latency import RequestTiming
+
+# VllmSettings fields that are engine arguments of the same name (None: vLLM's default).
+ENGINE_FIELDS = (
+    "max_model_len",
+    "enforce_eager",
+    "gpu_memory_utilization",
+    "kv_cache_dtype",
+    "enable_prefix_caching",
+    "block_size",
+    "max_num_batched_tokens",
+    "tensor_parallel_size",
+    "quantization",
+)
+CPU_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache on CPU; vLLM's default is far larger
+    "VLLM_NO_USAGE_STATS": "1",
+    "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+}
+
+
+def is_vllm_available() -> bool:
+    """Whether vLLM can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def arrival_offsets_s(engine: VllmSettings, count: int) -> list[float]:
+    """Submission time of each request after the window start (seconds).
+
+    `offline`: all at 0; `constant`: every 1/rate; `poisson`: exponential gaps at `rate`.
+    """
+    if engine.arrival == "offline" or engine.request_rate is None:
+        return [0.0] * count
+    if engine.arrival == "constant":
+        return [i / engine.request_rate for i in range(count)]
+    rng = random.Random(engine.arrival_seed)
+    offsets, t = [], 0.0
+    for _ in range(count):
+        offsets.append(t)
+        t += rng.expovariate(engine.request_rate)
+    return offsets
+
+
+def engine_arguments(config: ExperimentConfig) -> dict[str, Any]:
+    """`AsyncEngineArgs` keyword arguments of a run."""
+    engine = config.settings.vllm or VllmSettings()
+    kwargs: dict[str, Any] = {
+        "model": config.model.path,
+        "tokenizer": config.model.path,
+        "dtype": config.settings.dtype,
+        "max_num_seqs": config.settings.batch_size,
+        "seed": config.settings.seed or 0,
+        "disable_log_stats": True,
+    }
+    for name in ENGINE_FIELDS:
+        value = getattr(engine, name)
+        if value is not None:
+            kwargs[name] = value
+    return {**kwargs, **engine.engine_kwargs}
+
+
+class VllmBackend:
+    """Runs vLLM's async engine in this process's event loop; requests stream token deltas."""
+
+    name = "vllm"
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.engine_settings = config.settings.vllm or VllmSettings()
+        self.loop = asyncio.new_event_loop()
+        self.engine: Any = None
+        self.tokenizer: Any = None
+        self.eos_ids: set[int] = set()
+        self._next_id = 0
+
+    def load(self) -> None:
+        """Start the engine (outside the window: its start-up is `model_load_s`)."""
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        if self.config.measurement.device == "cpu":
+            for key, value in CPU_ENV.items():
+                os.environ.setdefault(key, value)
+        os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="llem-vllm-cache-"))
+        kwargs = engine_arguments(self.config)
+        known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise BackendError(
+                f"vllm {vllm_version()} does not accept "
+                f"engine setting(s) {', '.join(unknown)} (settings.vllm.engine_kwargs)"
+            )
+        self.tokenizer = AutoTokenizer.from_pretrained(self.config.model.path)
+        self.eos_ids = {int(self.tokenizer.eos_token_id)} if self.tokenizer.eos_token_id else set()
+        try:
+            self.engine = self.loop.run_until_complete(self._start(AsyncEngineArgs(**kwargs)))
+        except Exception as e:  # vLLM raises ValueError/TypeError/RuntimeError on bad settings
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendError(f"vllm rejected the engine settings: {first_line}") from e
+
+    async def _start(self, args: Any) -> Any:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(args)
+
+    def prepare_prompts(self) -> list[PreparedPrompt]:
+        """The same token ids the transformers backend would generate from."""
+        return prepare_prompts(self.tokenizer, self.config)
+
+    def sampling_params(self) -> Any:
+        """VLLM sampling parameters of the run (delta streaming)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        s = self.settings
+        common: dict[str, Any] = {
+            "max_tokens": s.max_new_tokens,
+            "min_tokens": s.min_new_tokens,
+            "ignore_eos": self.engine_settings.ignore_eos,
+            "output_kind": RequestOutputKind.DELTA,
+        }
+        if s.decoding == "greedy":
+            return SamplingParams(temperature=0.0, **common)
+        return SamplingParams(
+            temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0, seed=s.seed, **common
+        )
+
+    def run(
+        self,
+        prompts: Sequence[PreparedPrompt],
+        arrival_offsets: Sequence[float] | None = None,
+    ) -> list[RequestTiming]:
+        """Submit every prompt on its arrival schedule; collect per-token arrival times.
+
+        Args:
+            prompts: The requests.
+            arrival_offsets: Submission offsets in seconds (default: the run's `arrival`).
+
+        """
+        offsets = list(arrival_offsets or arrival_offsets_s(self.engine_settings, len(prompts)))
+        return self.loop.run_until_complete(self._run_all(prompts, offsets))
+
+    async def _run_all(
+        self, prompts: Sequence[PreparedPrompt], offsets: list[float]
+    ) -> list[RequestTiming]:
+        params = self.sampling_params()
+        start_s = time.perf_counter()
+        tasks = [
+            self._one(index, prompt, params, start_s + offset)
+            for index, (prompt, offset) in enumerate(zip(prompts, offsets, strict=True))
+        ]
+        return list(await asyncio.gather(*tasks))
+
+    async def _one(
+        self, index: int, prompt: PreparedPrompt, params: Any, submit_at_s: float
+    ) -> RequestTiming:
+        delay_s = submit_at_s - time.perf_counter()
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        # The request arrives at its scheduled time and goes straight to the engine, which
+        # queues it internally: that wait is part of its TTFT.
+        self._next_id += 1
+        request_id = f"llem-{self._next_id}"
+        times: list[float] = []
+        ids: list[int] = []
+        finish_reason = None
+        submit_s = time.perf_counter()
+        stream = self.engine.generate(
+            {"prompt_token_ids": list(prompt.token_ids)}, params, request_id
+        )
+        async for output in stream:
+            now = time.perf_counter()
+            completion = output.outputs[0]
+            times.extend([now] * len(completion.token_ids))
+            ids.extend(completion.token_ids)
+            finish_reason = completion.finish_reason
+        return RequestTiming(
+            index=index,
+            batch_index=0,
+            input_tokens=len(prompt.token_ids),
+            arrival_s=submit_s,
+            submit_s=submit_s,
+            token_times_s=tuple(times),
+            output_ids=tuple(ids),
+            stopped_by_eos=finish_reason == "stop" and bool(ids) and ids[-1] in self.eos_ids,
+        )
+
+    def close(self) -> None:
+        """Shut the engine and its processes down."""
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None
+        if self.loop.is_closed():
+            return
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
+
+    def peak_device_memory_mb(self) -> float | None:
+        """Not observable from here: the engine runs in its own process."""
+        return None
+
+    def versions(self) -> dict[str, str]:
+        """vLLM, torch and transformers versions and the platform vLLM ran on."""
+        import torch
+        from vllm.platforms import current_platform
+
+        return {
+            "vllm": vllm_version(),
+            "vllm_platform": str(current_platform.device_type),
+            "torch": torch.__version__,
+            "transformers": version("transformers"),
+        }
+
+
+def vllm_version() -> str:
+    """Version of the installed vLLM distribution (`vllm-cpu` on CPU-only hosts)."""
+    from importlib.metadata import PackageNotFoundError
+
+    try:
+        return f"{version('vllm-cpu')} (vllm-cpu)"
+    except PackageNotFoundError:
+        return version("vllm")

