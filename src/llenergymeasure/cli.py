@@ -72,6 +72,9 @@ def run(
     baseline_cache: Annotated[
         Path | None, typer.Option(help="Directory caching idle baselines across runs.")
     ] = None,
+    flops_profile: Annotated[
+        Path | None, typer.Option(help="calflops profile of the model (llem flops-profile).")
+    ] = None,
 ) -> None:
     """Measure one run from its resolved config.json."""
     from pydantic import ValidationError
@@ -86,7 +89,7 @@ def run(
     from llenergymeasure.measure.session import run as run_session
 
     try:
-        result = run_session(experiment, out, baseline_cache)
+        result = run_session(experiment, out, baseline_cache, flops_profile)
     except LlemError as e:
         _fail(e)
     energy = result.energy
@@ -124,6 +127,16 @@ def tables(
     from llenergymeasure.results.tables import build_tables
 
     build_tables(results, out_dir)
+
+
+@app.command("flops-profile")
+def flops_profile_command(model: str, out: Path) -> None:
+    """Count reference forwards of a model with calflops (once per model; never fails)."""
+    from llenergymeasure.measure.calflops_profile import write_profile
+
+    data = write_profile(model, out)
+    status = f"ratio {data['ratio']:.5f}" if data["ratio"] else f"null: {data['null_reason']}"
+    err.print(f"calflops profile of {model}: {status} in {data['duration_s']:.1f} s")
 
 
 @app.command("prepare-model")

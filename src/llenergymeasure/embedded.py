@@ -65,7 +65,6 @@ def prepare(alias: str, out_dir: Path) -> Path:
 
     Returns:
         The prepared directory.
-
     """
     import shutil
     import tempfile

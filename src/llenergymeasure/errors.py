@@ -14,7 +14,6 @@ class ConfigError(LlemError):
         source: The file the configuration came from.
         key: Dotted key path of the offending value ("" for the whole file).
         reason: What is wrong and, where possible, what to do instead.
-
     """
 
     def __init__(self, source: str, key: str, reason: str) -> None:

@@ -44,7 +44,6 @@ def synthetic_token_ids(
         num_prompts: How many prompts.
         length: Tokens per prompt.
         seed: Random seed.
-
     """
     rng = random.Random(seed)
     excluded = set(excluded_ids)

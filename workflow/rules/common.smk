@@ -1,7 +1,7 @@
 # Validates the campaign through the package and exposes RUNS; the only Python of the workflow.
 import sys
 
-from llenergymeasure.config import RUN_ID_PATTERN, load_campaign
+from llenergymeasure.config import RUN_ID_PATTERN, load_campaign, model_slug
 from llenergymeasure.embedded import EMBEDDED_MODELS, prepared_path
 from llenergymeasure.errors import ConfigError
 
@@ -21,7 +21,25 @@ wildcard_constraints:
     alias="|".join(EMBEDDED_MODELS),
 
 
+MODELS = {model_slug(run.model): run.model for run in RUNS.values()}
+
+
+wildcard_constraints:
+    model_slug="|".join(MODELS),
+
+
 def model_inputs(wildcards):
     """The prepared embedded model a run needs (nothing for hub ids or local paths)."""
     model = RUNS[wildcards.run_id].model
     return [f"{model.path}/config.json"] if model.source == "embedded" else []
+
+
+def model_by_slug(wildcards):
+    """The prepared embedded model a flops profile needs."""
+    model = MODELS[wildcards.model_slug]
+    return [f"{model.path}/config.json"] if model.source == "embedded" else []
+
+
+def flops_profile(wildcards):
+    """The calflops profile of a run's model."""
+    return f"{OUT}/flops/{model_slug(RUNS[wildcards.run_id].model)}.json"

@@ -12,10 +12,24 @@ rule resolve:
         "llem resolve {params.campaign} {wildcards.run_id} {output} > {log} 2>&1"
 
 
+rule flops_profile:
+    input:
+        model_by_slug,
+    output:
+        f"{OUT}/flops/{{model_slug}}.json",
+    params:
+        model=lambda wildcards: MODELS[wildcards.model_slug].path,
+    log:
+        f"{OUT}/logs/flops/{{model_slug}}.log",
+    shell:
+        "llem flops-profile {params.model} {output} > {log} 2>&1"
+
+
 rule measure:
     input:
         config=f"{OUT}/runs/{{run_id}}/config.json",
         model=model_inputs,
+        flops=flops_profile,
     output:
         result=f"{OUT}/runs/{{run_id}}/result.json",
         timeseries=f"{OUT}/runs/{{run_id}}/timeseries.parquet",
@@ -27,4 +41,4 @@ rule measure:
         device_slot=1,
     shell:
         "llem run {input.config} --out $(dirname {output.result})"
-        " --baseline-cache {params.baselines} > {log} 2>&1"
+        " --baseline-cache {params.baselines} --flops-profile {input.flops} > {log} 2>&1"

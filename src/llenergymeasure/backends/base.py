@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from llenergymeasure.measure.latency import RequestTiming
 
@@ -16,7 +16,6 @@ class PreparedPrompt:
     Attributes:
         token_ids: Prompt token ids (chat template applied where configured).
         truncated: Whether the prompt was cut to `max_input_tokens`.
-
     """
 
     token_ids: tuple[int, ...]
@@ -39,6 +38,9 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the engine (after the window; its processes, where it has any)."""
+
+    def model_config(self) -> Any:
+        """The model's transformers config (dimensions for FLOPs)."""
 
     def peak_device_memory_mb(self) -> float | None:
         """Peak accelerator memory allocated, or None where there is no accelerator."""

@@ -48,12 +48,27 @@ def count_output_tokens(row: Sequence[int], eos_ids: set[int]) -> tuple[int, boo
 
     Returns:
         The count and whether the row stopped on EOS.
-
     """
     for position, token in enumerate(row):
         if token in eos_ids:
             return position + 1, True
     return len(row), False
+
+
+def quantization_config(quantization: str) -> Any:
+    """The transformers quantization config of a `quantization` setting (None for none)."""
+    if quantization == "none":
+        return None
+    if quantization == "torchao-int8-weight":
+        from torchao.quantization import Int8WeightOnlyConfig
+        from transformers import TorchAoConfig
+
+        return TorchAoConfig(Int8WeightOnlyConfig())
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "bnb-8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
 
 
 class TransformersBackend:
@@ -75,10 +90,16 @@ class TransformersBackend:
         path = self.config.model.path
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=DTYPES[self.settings.dtype]
-            ).to(self.device)
-        except (OSError, ValueError) as e:
+            quantization = self.settings.quantization
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                dtype=DTYPES[self.settings.dtype],
+                quantization_config=quantization_config(quantization),
+                # bitsandbytes places the weights itself; they cannot be moved afterwards
+                device_map={"": str(self.device)} if quantization.startswith("bnb") else None,
+            )
+            self.model = model if quantization.startswith("bnb") else model.to(self.device)
+        except (OSError, ValueError, ImportError) as e:
             raise BackendError(
                 f"cannot load model {self.config.model.name!r} from {path}: {e}"
             ) from e
@@ -174,6 +195,10 @@ class TransformersBackend:
                 )
             )
         return timings
+
+    def model_config(self) -> Any:
+        """The loaded model's transformers config."""
+        return self.model.config
 
     def peak_device_memory_mb(self) -> float | None:
         """Peak CUDA memory allocated by torch, or None on CPU."""

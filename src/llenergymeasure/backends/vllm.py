@@ -156,7 +156,6 @@ class VllmBackend:
         Args:
             prompts: The requests.
             arrival_offsets: Submission offsets in seconds (default: the run's `arrival`).
-
         """
         offsets = list(arrival_offsets or arrival_offsets_s(self.engine_settings, len(prompts)))
         return self.loop.run_until_complete(self._run_all(prompts, offsets))
@@ -218,6 +217,12 @@ class VllmBackend:
             task.cancel()
         self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
+
+    def model_config(self) -> Any:
+        """The model's transformers config (read from its directory or the hub cache)."""
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self.config.model.path)
 
     def peak_device_memory_mb(self) -> float | None:
         """Not observable from here: the engine runs in its own process."""

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from llenergymeasure.config.loader import RUN_ID_PATTERN, Plan, load_campaign, plan_campaign, run_id
+from llenergymeasure.config.loader import (
+    RUN_ID_PATTERN,
+    Plan,
+    load_campaign,
+    model_slug,
+    plan_campaign,
+    run_id,
+)
 from llenergymeasure.config.models import Campaign, ExperimentConfig, Settings
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "Plan",
     "Settings",
     "load_campaign",
+    "model_slug",
     "plan_campaign",
     "run_id",
 ]

@@ -69,7 +69,6 @@ def plan_campaign(data: dict[str, Any], source: str) -> Plan:
 
     Raises:
         ConfigError: Naming the source, the key path and the reason.
-
     """
     try:
         campaign = Campaign.model_validate(data)
@@ -92,8 +91,26 @@ def plan_campaign(data: dict[str, Any], source: str) -> Plan:
                 measurement=campaign.measurement,
                 repeat=repeat,
             )
+            problem = unsupported(run)
+            if problem:
+                raise ConfigError(source, "settings.quantization", problem)
             runs.setdefault(run_id(run), run)
     return Plan(campaign=campaign, source=source, runs=runs)
+
+
+def unsupported(run: ExperimentConfig) -> str | None:
+    """Why a backend/device cannot run this combination of settings, or None."""
+    quantization = run.settings.quantization
+    if quantization == "none":
+        return None
+    if run.backend != "transformers":
+        return (
+            f"{quantization!r} is a transformers quantisation; for {run.backend} use "
+            f"settings.{run.backend}.quantization"
+        )
+    if quantization.startswith("bnb-") and run.measurement.device != "cuda":
+        return f"{quantization!r} needs bitsandbytes on a CUDA device (measurement.device: cuda)"
+    return None
 
 
 def _points(
@@ -205,10 +222,13 @@ def run_id(run: ExperimentConfig) -> str:
 
     The slug is the hub id or, for a local model, its directory name, made path-safe.
     """
-    digest = config_hash(run)[:12]
-    name = Path(run.model.name).name if run.model.source == "local" else run.model.name
-    slug = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")[:40] or "model"
-    return f"{slug}_{run.backend}_{digest}"
+    return f"{model_slug(run.model)}_{run.backend}_{config_hash(run)[:12]}"
+
+
+def model_slug(model: ModelRef) -> str:
+    """Path-safe short name of a model: the hub id or a local model's directory name."""
+    name = Path(model.name).name if model.source == "local" else model.name
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")[:40] or "model"
 
 
 def _config_error(source: str, error: ValidationError, prefix: str = "") -> ConfigError:

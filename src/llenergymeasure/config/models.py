@@ -72,6 +72,11 @@ class Settings(StrictModel):
 
     batch_size: int = Field(1, ge=1, description="Prompts generated together in one batch.")
     dtype: Dtype = Field("bfloat16", description="Weights and compute dtype.")
+    quantization: Literal["none", "torchao-int8-weight", "bnb-8bit", "bnb-4bit"] = Field(
+        "none",
+        description="Weight quantisation (transformers): torchao int8 weight-only (CPU and "
+        "CUDA), bitsandbytes 8/4-bit (CUDA only). vLLM uses `vllm.quantization`.",
+    )
     max_new_tokens: int = Field(32, ge=1, description="Upper bound of generated tokens per prompt.")
     min_new_tokens: int = Field(
         0, ge=0, description="Lower bound of generated tokens per prompt (EOS suppressed before)."
@@ -118,7 +123,6 @@ class Settings(StrictModel):
 
         Raises:
             ValueError: If `vllm.max_num_seqs` contradicts `batch_size`.
-
         """
         if self.decoding == "greedy":
             update: dict[str, Any] = {

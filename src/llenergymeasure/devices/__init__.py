@@ -65,7 +65,6 @@ def select_meter(measurement: MeasurementConfig) -> MeterSetup:
 
     Raises:
         MeterError: If an explicitly requested source is unavailable.
-
     """
     requested = measurement.meter
     refused: dict[str, str] = {}

@@ -20,7 +20,6 @@ class DeviceInfo:
         has_power: Whether it exposes instantaneous power.
         persistence_mode: NVIDIA persistence mode (None where not applicable).
         notes: Facts a reader of the result should know (e.g. MIG).
-
     """
 
     device: str

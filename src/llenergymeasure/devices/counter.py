@@ -39,7 +39,6 @@ class CounterMeter(EnergyMeter):
         method: Name of the source for the result (``nvml`` or ``rapl``).
         source: The devices.
         sampler: The running sampler of that source; window boundaries are exact samples.
-
     """
 
     def __init__(self, method: str, source: DeviceSource, sampler: Sampler) -> None:

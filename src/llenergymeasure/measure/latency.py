@@ -23,7 +23,6 @@ class RequestTiming:
         token_times_s: Arrival time of each counted output token.
         output_ids: The counted output token ids (EOS included, nothing after it).
         stopped_by_eos: Whether generation ended on EOS (else on the length limit).
-
     """
 
     index: int

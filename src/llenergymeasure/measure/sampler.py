@@ -28,7 +28,6 @@ class Sampler:
     Args:
         source: The devices to read (None: the sampler records nothing).
         interval_s: Period of the background reads.
-
     """
 
     def __init__(self, source: DeviceSource | None, interval_s: float) -> None:

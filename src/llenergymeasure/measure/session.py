@@ -14,8 +14,11 @@ from llenergymeasure.config.loader import config_hash, run_id
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.devices import select_meter
 from llenergymeasure.measure.baseline import idle_baseline
+from llenergymeasure.measure.efficiency import normalised_metrics
 from llenergymeasure.measure.energy import finalize_energy
+from llenergymeasure.measure.flops import run_flops
 from llenergymeasure.measure.latency import latency_summary, request_result
+from llenergymeasure.measure.precision import precision_for
 from llenergymeasure.measure.quality import window_warnings
 from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.results.io import write_model_atomic
@@ -37,7 +40,10 @@ def _now() -> str:
 
 
 def measure(
-    config: ExperimentConfig, out_dir: Path | None = None, baseline_cache: Path | None = None
+    config: ExperimentConfig,
+    out_dir: Path | None = None,
+    baseline_cache: Path | None = None,
+    calflops_profile: Path | None = None,
 ) -> RunResult:
     """Measure one run end to end; writes timeseries.parquet into `out_dir` when given.
 
@@ -45,7 +51,7 @@ def measure(
         config: The resolved run.
         out_dir: The run's directory (None: nothing written).
         baseline_cache: Directory caching idle baselines across a campaign's runs.
-
+        calflops_profile: calflops counts of this model (`llem flops-profile`), if any.
     """
     settings, measurement = config.settings, config.measurement
     rid = run_id(config)
@@ -79,6 +85,7 @@ def measure(
         energy = meter.end_window()
         sampler.phase = "post"
         ended_at = _now()
+        model_config = backend.model_config()
     finally:
         sampler.stop()
         backend.close()
@@ -88,6 +95,9 @@ def measure(
     output_tokens = sum(r.output_tokens for r in requests)
     input_tokens = sum(r.input_tokens for r in requests)
     warnings = window_warnings(energy, sampler, setup.source, window_s)
+    engine_quantization = settings.vllm.quantization if settings.vllm else None
+    precision = precision_for(settings.dtype, settings.quantization, engine_quantization)
+    flops = run_flops(model_config, requests, precision.compute, calflops_profile)
     timeseries = Timeseries(
         path=None,
         samples=len(sampler.samples),
@@ -129,6 +139,9 @@ def measure(
         adjusted_energy_per_output_token_j=_per(energy.adjusted_energy_j, output_tokens),
         energy_per_output_token_null_reason=energy.null_reason,
         timeseries=timeseries,
+        precision=precision,
+        flops=flops,
+        normalised=normalised_metrics(output_tokens, window_s, energy, flops, precision),
         memory=Memory(
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             peak_device_allocated_mb=device_mb,
@@ -151,8 +164,13 @@ def _per(energy_j: float | None, tokens: int) -> float | None:
     return energy_j / tokens if energy_j is not None and tokens else None
 
 
-def run(config: ExperimentConfig, out_dir: Path, baseline_cache: Path | None = None) -> RunResult:
+def run(
+    config: ExperimentConfig,
+    out_dir: Path,
+    baseline_cache: Path | None = None,
+    calflops_profile: Path | None = None,
+) -> RunResult:
     """Measure one run and write `out_dir/result.json` (and timeseries.parquet) atomically."""
-    result = measure(config, out_dir, baseline_cache)
+    result = measure(config, out_dir, baseline_cache, calflops_profile)
     write_model_atomic(out_dir / "result.json", result)
     return result

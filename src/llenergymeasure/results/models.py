@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.config.models import ExperimentConfig
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 
 
 class ResultModel(BaseModel):
@@ -157,6 +157,58 @@ class Timeseries(ResultModel):
     null_reason: str | None = None
 
 
+class PrecisionMetadata(ResultModel):
+    """Precision of weights, activations and compute, and the factor for effective FLOPs."""
+
+    weights: str
+    activations: str
+    compute: str
+    quantization_method: str
+    weight_bits: int | None
+    precision_factor: float = Field(
+        ..., description="fp32/tf32/fp16/bf16 1.0, fp8/int8 0.5, int4 0.25, mixed 0.75."
+    )
+    notes: list[str] = []
+
+
+class FlopsResult(ResultModel):
+    """A FLOP count of the run's useful work and how it was obtained."""
+
+    value: float | None
+    method: Literal["calflops", "architecture", "parameter_estimate"]
+    confidence: Literal["high", "medium", "low"] | None
+    precision: str
+    null_reason: str | None = None
+    notes: list[str] = []
+
+
+class Flops(ResultModel):
+    """The best FLOP count as primary, every other method alongside."""
+
+    primary: FlopsResult
+    alternatives: list[FlopsResult] = []
+
+
+class NormalisedMetrics(ResultModel):
+    """Efficiency per token, per joule and per effective FLOP (null where an input is)."""
+
+    tokens_per_joule: float | None = Field(None, description="Output tokens per joule.")
+    tokens_per_joule_adjusted: float | None = Field(
+        None, description="Output tokens per joule above idle."
+    )
+    tokens_per_second_per_watt: float | None = Field(
+        None, description="Throughput / mean power over the window (equals tokens per joule)."
+    )
+    flops_per_output_token: float | None = None
+    theoretical_flops: float | None = None
+    effective_flops: float | None = Field(None, description="theoretical_flops x precision factor.")
+    tokens_per_effective_pflop: float | None = None
+    low_confidence: bool = Field(
+        ..., description="True when any input is estimated or of low confidence."
+    )
+    low_confidence_reasons: list[str] = []
+
+
 class Memory(ResultModel):
     """Peak memory of the run's process."""
 
@@ -195,6 +247,9 @@ class RunResult(ResultModel):
     adjusted_energy_per_output_token_j: float | None = None
     energy_per_output_token_null_reason: str | None = None
     timeseries: Timeseries | None = None
+    precision: PrecisionMetadata | None = None
+    flops: Flops | None = None
+    normalised: NormalisedMetrics | None = None
     memory: Memory
     environment: dict[str, Any]
     warnings: list[str] = []

@@ -37,6 +37,15 @@ VLLM_FIELDS = [
     pa.field("vllm_request_rate", pa.float64()),
 ]
 STAT_NAMES = ("mean", "median", "p95", "p99")
+NORMALISED = (
+    "theoretical_flops",
+    "effective_flops",
+    "flops_per_output_token",
+    "tokens_per_effective_pflop",
+    "tokens_per_joule",
+    "tokens_per_joule_adjusted",
+    "tokens_per_second_per_watt",
+)
 LATENCY_QUANTITIES = ("ttft_s", "itl_s", "itl_trimmed_s", "request_latency_s")
 
 
@@ -82,6 +91,17 @@ RUNS_SCHEMA = pa.schema(
         pa.field("emissions_kg", pa.float64()),
         pa.field("max_temperature_c", pa.float64()),
         pa.field("max_throttle_s", pa.float64()),
+        pa.field("weights_precision", pa.string()),
+        pa.field("compute_precision", pa.string()),
+        pa.field("weight_bits", pa.int64()),
+        pa.field("precision_factor", pa.float64()),
+        pa.field("flops_method", pa.string()),
+        pa.field("flops_confidence", pa.string()),
+        pa.field("flops_architecture", pa.float64()),
+        pa.field("flops_calflops", pa.float64()),
+        pa.field("flops_parameter_estimate", pa.float64()),
+        *[pa.field(name, pa.float64()) for name in NORMALISED],
+        pa.field("low_confidence", pa.bool_()),
         pa.field("peak_rss_mb", pa.float64()),
         pa.field("peak_device_allocated_mb", pa.float64()),
         pa.field("started_at", pa.timestamp("ms", tz="UTC")),
@@ -164,10 +184,31 @@ def run_row(result: RunResult) -> dict[str, Any]:
         "schema_version": result.schema_version,
         "warnings": result.warnings,
     }
+    row.update(_efficiency_columns(result))
     for quantity in LATENCY_QUANTITIES:
         for stat in STAT_NAMES:
             row[_stat_column(quantity, stat)] = _stat(getattr(result.latency, quantity), stat)
     return row
+
+
+def _efficiency_columns(result: RunResult) -> dict[str, Any]:
+    precision, flops, normalised = result.precision, result.flops, result.normalised
+    by_method = {}
+    if flops is not None:
+        by_method = {f.method: f.value for f in [flops.primary, *flops.alternatives]}
+    return {
+        "weights_precision": precision.weights if precision else None,
+        "compute_precision": precision.compute if precision else None,
+        "weight_bits": precision.weight_bits if precision else None,
+        "precision_factor": precision.precision_factor if precision else None,
+        "flops_method": flops.primary.method if flops else None,
+        "flops_confidence": flops.primary.confidence if flops else None,
+        "flops_architecture": by_method.get("architecture"),
+        "flops_calflops": by_method.get("calflops"),
+        "flops_parameter_estimate": by_method.get("parameter_estimate"),
+        **{name: getattr(normalised, name) if normalised else None for name in NORMALISED},
+        "low_confidence": normalised.low_confidence if normalised else None,
+    }
 
 
 def latency_rows(result: RunResult) -> Iterable[dict[str, Any]]:

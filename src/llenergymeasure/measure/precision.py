@@ -1,0 +1,83 @@
+"""Numerical precision of a run (weights, activations, compute) and its precision factor."""
+
+from __future__ import annotations
+
+from llenergymeasure.results.models import PrecisionMetadata
+
+# Relative cost of one FLOP at a compute precision, for "effective" FLOPs.
+PRECISION_FACTORS = {
+    "fp32": 1.0,
+    "tf32": 1.0,
+    "fp16": 1.0,
+    "bf16": 1.0,
+    "fp8": 0.5,
+    "int8": 0.5,
+    "int4": 0.25,
+    "mixed": 0.75,
+}
+SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+BITS = {"fp32": 32, "tf32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4}
+
+# quantization -> (weights, compute or None for the activation dtype, method, note)
+QUANTIZATION = {
+    "torchao-int8-weight": (
+        "int8",
+        None,
+        "torchao Int8WeightOnlyConfig",
+        "weight-only int8: weights are dequantised before the matmul, so FLOPs count at the "
+        "activation precision",
+    ),
+    "bnb-8bit": (
+        "int8",
+        "mixed",
+        "bitsandbytes LLM.int8",
+        "LLM.int8: int8 matmuls with fp16 outlier columns: counted as mixed precision",
+    ),
+    "bnb-4bit": (
+        "int4",
+        None,
+        "bitsandbytes NF4",
+        "4-bit weights are dequantised before the matmul, so FLOPs count at the activation "
+        "precision",
+    ),
+}
+# vLLM quantization methods: weight bits, compute precision (None: activation dtype).
+VLLM_QUANTIZATION = {
+    "fp8": ("fp8", "fp8"),
+    "awq": ("int4", None),
+    "gptq": ("int4", None),
+    "awq_marlin": ("int4", None),
+    "gptq_marlin": ("int4", None),
+    "bitsandbytes": ("int4", None),
+}
+
+
+def precision_for(
+    dtype: str, quantization: str, vllm_quantization: str | None
+) -> PrecisionMetadata:
+    """Describe the precision of a run from its dtype and quantisation settings."""
+    activations = SHORT[dtype]
+    if quantization != "none":
+        weights, compute, method, note = QUANTIZATION[quantization]
+        compute = compute or activations
+        notes = [note]
+    elif vllm_quantization:
+        weights, compute_or_none = VLLM_QUANTIZATION.get(vllm_quantization, ("mixed", None))
+        compute = compute_or_none or activations
+        method = f"vllm {vllm_quantization}"
+        notes = (
+            []
+            if vllm_quantization in VLLM_QUANTIZATION
+            else [f"vLLM method {vllm_quantization!r} is not in llem's table: weights marked mixed"]
+        )
+    else:
+        weights, compute, method, notes = activations, activations, "none", []
+    return PrecisionMetadata(
+        weights=weights,
+        activations=activations,
+        compute=compute,
+        quantization_method=method,
+        weight_bits=BITS.get(weights),
+        precision_factor=PRECISION_FACTORS[compute],
+        notes=notes,
+    )
