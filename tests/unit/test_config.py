@@ -122,3 +122,11 @@ def test_demo_campaign_is_valid():
     plan = load_campaign(Path(__file__).parents[2] / "config" / "config.yaml")
     settings = {(r.settings.batch_size, r.settings.dtype) for r in plan.runs.values()}
     assert len({b for b, _ in settings}) >= 2 and len({d for _, d in settings}) >= 2
+
+
+def test_hash_of_a_result_config_equals_the_hash_of_the_model(campaign):
+    from llenergymeasure.config.loader import config_hash, hash_config_data
+
+    run = next(iter(plan_campaign(campaign, "c.yaml").runs.values()))
+    as_json = json.loads(run.model_dump_json())
+    assert hash_config_data(as_json) == config_hash(run)

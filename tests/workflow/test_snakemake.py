@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -77,6 +78,25 @@ def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
     assert (runs["energy_per_output_token_j"] > 0).all()
     latency = pd.read_parquet(tmp_path / "results/wf/tables/latency.parquet")
     assert len(latency) == 4 and latency["ttft_s"].notna().all()
+
+    out = tmp_path / "results/wf"
+    summary = pd.read_parquet(out / "tables/summary.parquet")
+    assert sorted(summary["batch_size"]) == [1, 2] and (summary["repeats"] == 1).all()
+    assert pd.read_parquet(out / "tables/timeseries.parquet").empty  # codecarbon: no samples
+    for name in (
+        "energy_vs_batch",
+        "throughput_vs_energy",
+        "latency_distributions",
+        "power_timeline",
+    ):
+        assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| smollm2-135m | transformers | 1 |" in (out / "summary.md").read_text()
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["runs"] == 2 and provenance["energy_methods"] == ["codecarbon (estimated)"]
+    report = snakemake(tmp_path, campaign, "--report", str(out / "report.html"))
+    assert report.returncode == 0, report.stderr[-2000:]
+    html = (out / "report.html").read_text()
+    assert "energy_vs_batch.png" in html and "summary.md" in html
 
     again = snakemake(tmp_path, campaign, "-n")
     assert again.returncode == 0

@@ -2,6 +2,8 @@
 import sys
 
 from llenergymeasure.config import RUN_ID_PATTERN, load_campaign, model_slug
+from llenergymeasure.config.loader import gpus_needed
+from llenergymeasure.config.order import run_priorities
 from llenergymeasure.embedded import EMBEDDED_MODELS, prepared_path
 from llenergymeasure.errors import ConfigError
 
@@ -14,6 +16,13 @@ except ConfigError as error:
 
 RUNS = PLAN.runs
 OUT = f"results/{PLAN.campaign.name}"
+PRIORITY = run_priorities(PLAN)
+FIGURES = ("energy_vs_batch", "throughput_vs_energy", "latency_distributions", "power_timeline")
+ENVS = {
+    "transformers": "../../envs/transformers.yaml",
+    "vllm": "../../envs/vllm.yaml",
+    "tensorrt": "../../envs/tensorrt.yaml",
+}
 
 
 wildcard_constraints:

@@ -37,8 +37,12 @@ rule measure:
         baselines=f"{OUT}/baselines",
     log:
         f"{OUT}/logs/measure/{{run_id}}.log",
+    priority: lambda wildcards: PRIORITY[wildcards.run_id]
     resources:
         device_slot=1,
+        gpu=lambda wildcards: gpus_needed(RUNS[wildcards.run_id]),
+    conda:
+        lambda wildcards: ENVS[RUNS[wildcards.run_id].backend]
     shell:
         "llem run {input.config} --out $(dirname {output.result})"
         " --baseline-cache {params.baselines} --flops-profile {input.flops} > {log} 2>&1"

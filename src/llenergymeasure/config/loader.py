@@ -93,13 +93,19 @@ def plan_campaign(data: dict[str, Any], source: str) -> Plan:
             )
             problem = unsupported(run)
             if problem:
-                raise ConfigError(source, "settings.quantization", problem)
+                key = "settings.processes" if "processes" in problem else "settings.quantization"
+                raise ConfigError(source, key, problem)
             runs.setdefault(run_id(run), run)
     return Plan(campaign=campaign, source=source, runs=runs)
 
 
 def unsupported(run: ExperimentConfig) -> str | None:
     """Why a backend/device cannot run this combination of settings, or None."""
+    if run.settings.processes > 1 and run.backend != "transformers":
+        return (
+            f"processes > 1 is data parallelism for transformers; {run.backend} parallelises "
+            "inside its engine (vllm.tensor_parallel_size)"
+        )
     quantization = run.settings.quantization
     if quantization == "none":
         return None
@@ -212,9 +218,28 @@ def config_hash(run: ExperimentConfig) -> str:
     content hash, measurement settings, model name and source, repeat index), and nothing
     that does not (the campaign's name, where a prepared model lies on disk).
     """
-    identity = run.model_dump(mode="json", exclude={"campaign": True, "model": {"path"}})
+    return hash_config_data(run.model_dump(mode="json"))
+
+
+def hash_config_data(config: dict[str, Any]) -> str:
+    """`config_hash` of a resolved configuration as plain JSON data (e.g. from result.json)."""
+    identity = {k: v for k, v in config.items() if k != "campaign"}
+    identity["model"] = {k: v for k, v in config["model"].items() if k != "path"}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def gpus_needed(run: ExperimentConfig) -> int:
+    """GPUs a run occupies: processes x tensor-parallel size on CUDA, 0 on CPU."""
+    if run.measurement.device != "cuda":
+        return 0
+    tensor_parallel = run.settings.vllm.tensor_parallel_size if run.settings.vllm else 1
+    return run.settings.processes * tensor_parallel
+
+
+def configuration_id(run: ExperimentConfig) -> str:
+    """Hash shared by the repeats of one configuration (the run's identity minus its repeat)."""
+    return hash_config_data({**run.model_dump(mode="json"), "repeat": 0})[:12]
 
 
 def run_id(run: ExperimentConfig) -> str:

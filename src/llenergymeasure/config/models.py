@@ -101,6 +101,12 @@ class Settings(StrictModel):
         description="Longest prompt in tokens, chat template included; longer ones are truncated.",
     )
     threads: int = Field(1, ge=1, description="CPU threads for inference (torch.set_num_threads).")
+    processes: int = Field(
+        1,
+        ge=1,
+        description="Data-parallel ranks (torch.distributed: gloo on CPU, nccl on GPU); the "
+        "prompts are split across them (transformers only).",
+    )
     vllm: VllmSettings | None = Field(None, description="vLLM engine settings (vllm only).")
     chat_template: bool = Field(
         True,
@@ -243,6 +249,9 @@ class MeasurementConfig(StrictModel):
     warmup_batches: int = Field(
         1, ge=0, description="Batches generated before the measurement window (excluded)."
     )
+    gap_s: float = Field(
+        0.0, ge=0, description="Fixed pause before each measured run on a device (heat soak)."
+    )
     pue: float = Field(1.0, ge=1.0, description="Power usage effectiveness of the facility.")
     country_iso_code: str = Field(
         "USA", pattern=r"^[A-Z]{3}$", description="ISO 3166 alpha-3 country for carbon intensity."
@@ -250,6 +259,19 @@ class MeasurementConfig(StrictModel):
     carbon_intensity_g_per_kwh: float | None = Field(
         None, ge=0, description="Grid carbon intensity; default: the country's (CodeCarbon data)."
     )
+
+
+class AnalysisConfig(StrictModel):
+    """How repeats are folded into summary statistics."""
+
+    bootstrap_resamples: int = Field(
+        2000, ge=1000, description="Bootstrap resamples for confidence intervals."
+    )
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    cv_threshold: float = Field(
+        0.1, gt=0, description="Coefficient of variation above which `high_variance` is set."
+    )
+    seed: int = Field(0, ge=0, description="Bootstrap seed.")
 
 
 class Campaign(StrictModel):
@@ -277,6 +299,16 @@ class Campaign(StrictModel):
         [], description="Explicit extra runs, outside the grid."
     )
     repeats: int = Field(1, ge=1, description="Repeats of every configuration (each its own run).")
+    order: Literal["interleave", "shuffle", "grouped"] = Field(
+        "interleave",
+        description="Order of measured runs (Snakemake priorities): `interleave` round-robins "
+        "the repeats (repeat 0 of every configuration first), `grouped` runs a "
+        "configuration's repeats back to back, `shuffle` is a seeded random order.",
+    )
+    order_seed: int = Field(0, ge=0, description="Seed of `order: shuffle`.")
+    analysis: AnalysisConfig = Field(
+        default_factory=AnalysisConfig, description="Summary statistics settings."
+    )
     prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="Prompt source.")
     measurement: MeasurementConfig = Field(
         default_factory=MeasurementConfig, description="Measurement settings."

@@ -29,7 +29,7 @@ class MeterSetup:
     make_meter: Callable[[Sampler], EnergyMeter]
 
 
-def _open(name: str, measurement: MeasurementConfig) -> MeterSetup:
+def _open(name: str, measurement: MeasurementConfig, processes: int) -> MeterSetup:
     if name == "nvml":
         from llenergymeasure.devices.counter import CounterMeter
         from llenergymeasure.devices.nvml import NvmlSource
@@ -49,15 +49,17 @@ def _open(name: str, measurement: MeasurementConfig) -> MeterSetup:
     from llenergymeasure.devices.codecarbon import CodeCarbonMeter
 
     interval_s, country = measurement.codecarbon_interval_s, measurement.country_iso_code
-    CodeCarbonMeter(interval_s, country)  # probe: raises MeterError where it cannot start
+    # Several ranks share the machine: each estimates the whole machine, counted once.
+    mode = "machine" if processes > 1 else "process"
+    CodeCarbonMeter(interval_s, country, mode)  # probe: raises MeterError where it cannot start
     return MeterSetup(
         MeterChoice(requested="", chosen=name),
         None,
-        lambda _: CodeCarbonMeter(interval_s, country),
+        lambda _: CodeCarbonMeter(interval_s, country, mode),
     )
 
 
-def select_meter(measurement: MeasurementConfig) -> MeterSetup:
+def select_meter(measurement: MeasurementConfig, processes: int = 1) -> MeterSetup:
     """Probe the requested energy sources in order; the first that opens is used.
 
     `auto` tries NVML (GPU runs only), then RAPL, then CodeCarbon's estimate. An explicitly
@@ -73,7 +75,7 @@ def select_meter(measurement: MeasurementConfig) -> MeterSetup:
             refused[name] = "the run is on the CPU, not a GPU"
             continue
         try:
-            setup = _open(name, measurement)
+            setup = _open(name, measurement, processes)
         except MeterError as e:
             if requested != "auto":
                 raise

@@ -20,7 +20,9 @@ class CodeCarbonMeter(EnergyMeter):
 
     method = "codecarbon"
 
-    def __init__(self, interval_s: float, country_iso_code: str) -> None:
+    def __init__(
+        self, interval_s: float, country_iso_code: str, tracking_mode: str = "process"
+    ) -> None:
         from codecarbon import OfflineEmissionsTracker
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
@@ -31,7 +33,7 @@ class CodeCarbonMeter(EnergyMeter):
                 measure_power_secs=interval_s,
                 save_to_file=False,
                 log_level="error",
-                tracking_mode="process",
+                tracking_mode=tracking_mode,
                 allow_multiple_runs=True,
             )
         except Exception as e:  # codecarbon raises bare exceptions on bad hosts

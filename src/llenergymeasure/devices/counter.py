@@ -114,6 +114,10 @@ class CounterMeter(EnergyMeter):
             )
         both = counter_j is not None and polled_j is not None and counter_j > 0
         return DeviceEnergy(
+            window_start_unix_s=begin.t_s,
+            window_end_unix_s=last.t_s,
+            counter_begin_j=begin.energy_j,
+            counter_end_j=last.energy_j,
             device=info.device,
             name=info.name,
             energy_j=energy_j,

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.config.models import ExperimentConfig
 
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "1.4.0"
 
 
 class ResultModel(BaseModel):
@@ -98,6 +98,10 @@ class DeviceEnergy(ResultModel):
     max_temperature_c: float | None = None
     throttle_s: float | None = Field(None, description="Time this device spent throttled.")
     throttle_reasons: list[str] = Field([], description="Reasons seen in the window (ORed).")
+    window_start_unix_s: float | None = None
+    window_end_unix_s: float | None = None
+    counter_begin_j: float | None = Field(None, description="Counter value at window start.")
+    counter_end_j: float | None = Field(None, description="Counter value at window end.")
     notes: list[str] = []
 
 
@@ -229,6 +233,19 @@ class Timing(ResultModel):
     model_load_s: float
     warmup_s: float
     warmup_batches: int
+    window_start_unix_s: float
+    window_end_unix_s: float
+
+
+class ProcessSummary(ResultModel):
+    """One rank of a multi-process run, as aggregated."""
+
+    rank: int
+    file: str
+    window_start_unix_s: float
+    window_end_unix_s: float
+    output_tokens: int
+    energy_j: float | None
 
 
 class RunResult(ResultModel):
@@ -236,6 +253,7 @@ class RunResult(ResultModel):
 
     schema_version: str = SCHEMA_VERSION
     run_id: str
+    configuration_id: str = Field(..., description="Shared by the repeats of a configuration.")
     config_hash: str
     config: ExperimentConfig
     timing: Timing
@@ -253,4 +271,7 @@ class RunResult(ResultModel):
     memory: Memory
     environment: dict[str, Any]
     warnings: list[str] = []
+    processes: list[ProcessSummary] = Field(
+        [], description="Ranks of a multi-process run (empty for one process)."
+    )
     requests: list[RequestResult]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from llenergymeasure.config.loader import hash_config_data
 from llenergymeasure.config.models import Settings
-from llenergymeasure.results.models import RunResult, Stats
+from llenergymeasure.errors import LlemError
+from llenergymeasure.results.models import SCHEMA_VERSION
+from llenergymeasure.results.timeseries import TIMESERIES_SCHEMA
 
 
 def _arrow_type(annotation: Any) -> pa.DataType:
@@ -56,6 +62,7 @@ def _stat_column(quantity: str, stat: str) -> str:
 RUNS_SCHEMA = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
+        pa.field("configuration_id", pa.string(), nullable=False),
         pa.field("campaign", pa.string()),
         pa.field("model", pa.string()),
         pa.field("model_source", pa.string()),
@@ -129,125 +136,161 @@ LATENCY_SCHEMA = pa.schema(
 )
 
 
-def _stat(stats: Stats | None, name: str) -> float | None:
-    return None if stats is None else float(getattr(stats, name))
+def _get(data: dict[str, Any] | None, *keys: str) -> Any:
+    for key in keys:
+        if data is None:
+            return None
+        data = data.get(key)
+    return data
 
 
-def run_row(result: RunResult) -> dict[str, Any]:
-    """One runs.parquet row of a result."""
-    cfg = result.config
-    baseline = result.energy.baseline
-    engine = cfg.settings.vllm
-    per_device = result.energy.per_device
-    temperatures = [d.max_temperature_c for d in per_device if d.max_temperature_c is not None]
-    throttles = [d.throttle_s for d in per_device if d.throttle_s is not None]
+def run_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One runs.parquet row of a result (read as plain JSON: fast at 10,000 runs)."""
+    cfg, energy = result["config"], result["energy"]
+    settings = cfg["settings"]
+    engine = settings.get("vllm")
+    per_device = energy.get("per_device") or []
+    temperatures = [d["max_temperature_c"] for d in per_device if d.get("max_temperature_c")]
+    throttles = [d["throttle_s"] for d in per_device if d.get("throttle_s") is not None]
     row: dict[str, Any] = {
-        "run_id": result.run_id,
-        "campaign": cfg.campaign,
-        "model": cfg.model.name,
-        "model_source": cfg.model.source,
-        "backend": cfg.backend,
-        "repeat": cfg.repeat,
-        **cfg.settings.model_dump(exclude={"vllm"}),
-        "vllm_settings": engine.model_dump_json() if engine else None,
-        "vllm_arrival": engine.arrival if engine else None,
-        "vllm_request_rate": engine.request_rate if engine else None,
-        "prompts_source": cfg.prompts.source,
-        "device": cfg.measurement.device,
-        "window_s": result.timing.window_s,
-        "model_load_s": result.timing.model_load_s,
-        "num_requests": result.tokens.num_requests,
-        "input_tokens": result.tokens.input_tokens,
-        "output_tokens": result.tokens.output_tokens,
-        "output_tokens_per_s": result.throughput.output_tokens_per_s,
-        "total_tokens_per_s": result.throughput.total_tokens_per_s,
-        "energy_j": result.energy.energy_j,
-        "energy_per_output_token_j": result.energy_per_output_token_j,
-        "adjusted_energy_j": result.energy.adjusted_energy_j,
-        "adjusted_energy_per_output_token_j": result.adjusted_energy_per_output_token_j,
-        "idle_power_w": baseline.idle_power_w if baseline else None,
-        "facility_energy_j": result.energy.facility_energy_j,
-        "energy_devices": result.energy.devices,
+        "run_id": result["run_id"],
+        "configuration_id": result.get("configuration_id")
+        or hash_config_data({**cfg, "repeat": 0})[:12],  # results before schema 1.3
+        "campaign": cfg["campaign"],
+        "model": cfg["model"]["name"],
+        "model_source": cfg["model"]["source"],
+        "backend": cfg["backend"],
+        "repeat": cfg["repeat"],
+        **{field.name: settings.get(field.name) for field in SETTINGS_FIELDS},
+        "vllm_settings": json.dumps(engine, sort_keys=True) if engine else None,
+        "vllm_arrival": _get(engine, "arrival"),
+        "vllm_request_rate": _get(engine, "request_rate"),
+        "prompts_source": cfg["prompts"]["source"],
+        "device": cfg["measurement"]["device"],
+        "window_s": result["timing"]["window_s"],
+        "model_load_s": result["timing"]["model_load_s"],
+        "num_requests": result["tokens"]["num_requests"],
+        "input_tokens": result["tokens"]["input_tokens"],
+        "output_tokens": result["tokens"]["output_tokens"],
+        "output_tokens_per_s": result["throughput"]["output_tokens_per_s"],
+        "total_tokens_per_s": result["throughput"]["total_tokens_per_s"],
+        "energy_j": energy["energy_j"],
+        "energy_per_output_token_j": result["energy_per_output_token_j"],
+        "adjusted_energy_j": energy.get("adjusted_energy_j"),
+        "adjusted_energy_per_output_token_j": result.get("adjusted_energy_per_output_token_j"),
+        "idle_power_w": _get(energy, "baseline", "idle_power_w"),
+        "facility_energy_j": energy.get("facility_energy_j"),
+        "energy_devices": energy["devices"],
         "max_temperature_c": max(temperatures) if temperatures else None,
         "max_throttle_s": max(throttles) if throttles else None,
-        "energy_null_reason": result.energy.null_reason,
-        "energy_method": result.energy.method,
-        "energy_confidence": result.energy.confidence,
-        "energy_interval_s": result.energy.interval_s,
-        "emissions_kg": result.energy.emissions_kg,
-        "peak_rss_mb": result.memory.peak_rss_mb,
-        "peak_device_allocated_mb": result.memory.peak_device_allocated_mb,
-        "started_at": result.timing.started_at,
-        "host": result.environment.get("host"),
-        "git_commit": (result.environment.get("git") or {}).get("commit"),
-        "config_hash": result.config_hash,
-        "schema_version": result.schema_version,
-        "warnings": result.warnings,
+        "energy_null_reason": energy.get("null_reason"),
+        "energy_method": energy["method"],
+        "energy_confidence": energy["confidence"],
+        "energy_interval_s": energy["interval_s"],
+        "emissions_kg": energy.get("emissions_kg"),
+        "peak_rss_mb": result["memory"]["peak_rss_mb"],
+        "peak_device_allocated_mb": result["memory"].get("peak_device_allocated_mb"),
+        "started_at": datetime.fromisoformat(result["timing"]["started_at"]),
+        "host": _get(result, "environment", "host"),
+        "git_commit": _get(result, "environment", "git", "commit"),
+        "config_hash": result["config_hash"],
+        "schema_version": result["schema_version"],
+        "warnings": result.get("warnings", []),
     }
     row.update(_efficiency_columns(result))
+    latency = result["latency"]
     for quantity in LATENCY_QUANTITIES:
         for stat in STAT_NAMES:
-            row[_stat_column(quantity, stat)] = _stat(getattr(result.latency, quantity), stat)
+            row[_stat_column(quantity, stat)] = _get(latency, quantity, stat)
     return row
 
 
-def _efficiency_columns(result: RunResult) -> dict[str, Any]:
-    precision, flops, normalised = result.precision, result.flops, result.normalised
+def _efficiency_columns(result: dict[str, Any]) -> dict[str, Any]:
+    precision, flops, normalised = (result.get(k) for k in ("precision", "flops", "normalised"))
     by_method = {}
-    if flops is not None:
-        by_method = {f.method: f.value for f in [flops.primary, *flops.alternatives]}
+    if flops:
+        by_method = {f["method"]: f["value"] for f in [flops["primary"], *flops["alternatives"]]}
     return {
-        "weights_precision": precision.weights if precision else None,
-        "compute_precision": precision.compute if precision else None,
-        "weight_bits": precision.weight_bits if precision else None,
-        "precision_factor": precision.precision_factor if precision else None,
-        "flops_method": flops.primary.method if flops else None,
-        "flops_confidence": flops.primary.confidence if flops else None,
+        "weights_precision": _get(precision, "weights"),
+        "compute_precision": _get(precision, "compute"),
+        "weight_bits": _get(precision, "weight_bits"),
+        "precision_factor": _get(precision, "precision_factor"),
+        "flops_method": _get(flops, "primary", "method"),
+        "flops_confidence": _get(flops, "primary", "confidence"),
         "flops_architecture": by_method.get("architecture"),
         "flops_calflops": by_method.get("calflops"),
         "flops_parameter_estimate": by_method.get("parameter_estimate"),
-        **{name: getattr(normalised, name) if normalised else None for name in NORMALISED},
-        "low_confidence": normalised.low_confidence if normalised else None,
+        **{name: _get(normalised, name) for name in NORMALISED},
+        "low_confidence": _get(normalised, "low_confidence"),
     }
 
 
-def latency_rows(result: RunResult) -> Iterable[dict[str, Any]]:
+def latency_rows(result: dict[str, Any]) -> Iterable[dict[str, Any]]:
     """latency.parquet rows of a result: one per request."""
-    for r in result.requests:
+    for r in result["requests"]:
         yield {
-            "run_id": result.run_id,
-            "request_index": r.index,
-            "batch_index": r.batch_index,
-            "input_tokens": r.input_tokens,
-            "output_tokens": r.output_tokens,
-            "stopped_by_eos": r.stopped_by_eos,
-            "queue_s": r.queue_s,
-            "ttft_s": r.ttft_s,
-            "latency_s": r.latency_s,
-            "itl_s": r.itl_s,
+            "run_id": result["run_id"],
+            "request_index": r["index"],
+            "batch_index": r["batch_index"],
+            "input_tokens": r["input_tokens"],
+            "output_tokens": r["output_tokens"],
+            "stopped_by_eos": r["stopped_by_eos"],
+            "queue_s": r["queue_s"],
+            "ttft_s": r["ttft_s"],
+            "latency_s": r["latency_s"],
+            "itl_s": r["itl_s"],
         }
 
 
-def _write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=schema.names)
-    if "started_at" in frame:
-        frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True)
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+def _write_table(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
 
 
-def build_tables(result_paths: Iterable[Path], out_dir: Path) -> dict[str, Path]:
-    """Read result.json files and write runs.parquet and latency.parquet into `out_dir`."""
-    results = [RunResult.model_validate_json(Path(p).read_bytes()) for p in result_paths]
-    results.sort(key=lambda r: (r.config.model.name, r.config.backend, r.run_id))
+def read_result(path: Path) -> dict[str, Any]:
+    """A result.json as plain data, checked to be of this schema's major version."""
+    try:
+        result = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise LlemError(f"{path}: not a readable result: {e}") from e
+    major = SCHEMA_VERSION.split(".")[0]
+    if str(result.get("schema_version", "")).split(".")[0] != major:
+        raise LlemError(
+            f"{path}: schema_version {result.get('schema_version')!r} is not {major}.x; "
+            "re-run it or build its tables with the llem version that wrote it"
+        )
+    return result
+
+
+def build_tables(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
+    """Write runs.parquet, latency.parquet and timeseries.parquet into `out_dir`.
+
+    Args:
+        result_paths: The runs' result.json files (their timeseries.parquet lie beside them).
+        out_dir: The campaign's tables directory.
+    """
+    # Stream: keep only the rows, not 10,000 parsed results (the GC would walk them all).
+    run_rows, latency = [], []
+    for path in result_paths:
+        result = read_result(path)
+        run_rows.append(run_row(result))
+        latency.extend(latency_rows(result))
+    run_rows.sort(key=lambda r: (r["model"], r["backend"], r["run_id"]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"runs": out_dir / "runs.parquet", "latency": out_dir / "latency.parquet"}
-    _write_table([run_row(r) for r in results], RUNS_SCHEMA, paths["runs"])
-    _write_table(
-        [row for r in results for row in latency_rows(r)], LATENCY_SCHEMA, paths["latency"]
-    )
+    paths = {
+        "runs": out_dir / "runs.parquet",
+        "latency": out_dir / "latency.parquet",
+        "timeseries": out_dir / "timeseries.parquet",
+    }
+    runs = pa.Table.from_pylist(run_rows, schema=RUNS_SCHEMA)
+    _write_table(runs, paths["runs"])
+    timelines = [
+        pq.read_table(Path(p).parent / "timeseries.parquet", schema=TIMESERIES_SCHEMA)
+        for p in result_paths
+        if (Path(p).parent / "timeseries.parquet").exists()
+    ]
+    combined = pa.concat_tables(timelines) if timelines else TIMESERIES_SCHEMA.empty_table()
+    _write_table(combined, paths["timeseries"])
+    _write_table(pa.Table.from_pylist(latency, schema=LATENCY_SCHEMA), paths["latency"])
     return paths

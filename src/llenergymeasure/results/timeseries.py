@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from llenergymeasure.measure.sampler import TaggedSample
+if TYPE_CHECKING:
+    from llenergymeasure.measure.sampler import TaggedSample
 
 TIMESERIES_SCHEMA = pa.schema(
     [

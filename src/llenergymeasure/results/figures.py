@@ -1,0 +1,239 @@
+"""Figures a paper needs (matplotlib, Agg, PNG at print resolution, readable in greyscale)."""
+
+from __future__ import annotations
+
+from itertools import cycle
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+DPI = 300
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", ":", "-.")
+GREYS = ("0.0", "0.35", "0.55", "0.7")
+
+
+def _styles():
+    return cycle(
+        {"marker": m, "linestyle": ls, "color": c}
+        for m, ls, c in zip(MARKERS, cycle(LINESTYLES), cycle(GREYS), strict=False)
+    )
+
+
+def _series_label(row: pd.Series) -> str:
+    label = f"{row['backend']} {row['dtype']}"
+    if row.get("quantization") not in (None, "none"):
+        label += f" {row['quantization']}"
+    return label
+
+
+def _energy_label(summary: pd.DataFrame) -> str:
+    kinds = sorted({str(c) for c in summary["energy_confidence"].dropna()})
+    methods = sorted({str(m) for m in summary["energy_method"].dropna()})
+    return f"{', '.join(kinds) or 'null'}; {', '.join(methods) or 'no meter'}"
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def energy_vs_batch(summary: pd.DataFrame, path: Path) -> None:
+    """Energy per output token vs batch size, a line per backend x dtype with CI bands."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    data = summary.dropna(subset=["energy_per_output_token_j_mean"])
+    data = data.assign(series=data.apply(_series_label, axis=1))
+    for (name, group), style in zip(data.groupby("series", sort=True), _styles(), strict=False):
+        ordered = group.sort_values("batch_size")
+        x = ordered["batch_size"].to_numpy(float)
+        y = ordered["energy_per_output_token_j_mean"].to_numpy(float)
+        ax.plot(x, y, label=name, markersize=6, **style)
+        low = ordered["energy_per_output_token_j_ci_low"].to_numpy(float)
+        high = ordered["energy_per_output_token_j_ci_high"].to_numpy(float)
+        if not np.isnan(low).all():
+            ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (max_num_seqs for vLLM)")
+    ax.set_ylabel("energy per output token (J)")
+    ax.set_title(f"Energy per token ({_energy_label(summary)}); bands: 95 % CI", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points no other point beats on both lower `x` and higher `y`."""
+    ordered = points.sort_values([x, y], ascending=[True, False])
+    front, best_y = [], -np.inf
+    for index, row in ordered.iterrows():
+        if row[y] > best_y:
+            front.append(index)
+            best_y = row[y]
+    return points.loc[front]
+
+
+def throughput_vs_energy(summary: pd.DataFrame, path: Path) -> None:
+    """Throughput against energy per token, every configuration, Pareto front marked."""
+    x, y = "energy_per_output_token_j_mean", "output_tokens_per_s_mean"
+    data = summary.dropna(subset=[x, y])
+    data = data.assign(series=data.apply(_series_label, axis=1))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, group), style in zip(data.groupby("series", sort=True), _styles(), strict=False):
+        ax.scatter(
+            group[x],
+            group[y],
+            marker=style["marker"],
+            color=style["color"],
+            label=name,
+            s=40,
+            zorder=3,
+        )
+        for _, row in group.iterrows():
+            ax.annotate(
+                f"b{row['batch_size']}",
+                (row[x], row[y]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+    if len(data):
+        front = pareto_front(data, x, y).sort_values(x)
+        ax.plot(
+            front[x],
+            front[y],
+            color="0.0",
+            linestyle="--",
+            linewidth=1,
+            marker="o",
+            markersize=13,
+            markerfacecolor="none",
+            markeredgewidth=1.2,
+            label=f"Pareto front ({len(front)} configuration{'s' * (len(front) > 1)})",
+            zorder=2,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per output token (J)")
+    ax.set_ylabel("throughput (output tokens/s)")
+    ax.set_title(f"Throughput vs energy ({_energy_label(summary)})", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def latency_distributions(latency: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
+    """TTFT and inter-token latency per backend, every request of every run pooled."""
+    data = latency.merge(runs[["run_id", "backend"]], on="run_id")
+    backends = sorted(data["backend"].unique())
+    ttft = [data.loc[data.backend == b, "ttft_s"].to_numpy(float) for b in backends]
+    itl = [
+        np.concatenate([np.asarray(v, float) for v in data.loc[data.backend == b, "itl_s"]] or [[]])
+        for b in backends
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
+    for ax, values, title in (
+        (axes[0], ttft, "TTFT (s)"),
+        (axes[1], itl, "inter-token latency (s)"),
+    ):
+        ax.boxplot(
+            values,
+            tick_labels=backends,
+            showfliers=True,
+            flierprops={"marker": ".", "markersize": 3, "color": "0.4"},
+            medianprops={"color": "0.0"},
+        )
+        ax.set_yscale("log")
+        ax.set_ylabel(title)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        counts = ", ".join(f"{b}: n={len(v)}" for b, v in zip(backends, values, strict=True))
+        ax.set_title(counts, fontsize=8)
+    fig.suptitle("Latency per backend (all requests, all runs)", fontsize=9)
+    _save(fig, path)
+
+
+def power_timeline(timeseries: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
+    """One run's power per device over time, with baseline and window marked."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    with_power = timeseries.dropna(subset=["power_w"])
+    if with_power.empty:
+        methods = ", ".join(sorted({str(m) for m in runs["energy_method"].dropna()})) or "none"
+        ax.text(
+            0.5,
+            0.5,
+            f"No power timeline: the energy source ({methods}) has no power "
+            "samples.\nUse meter nvml or rapl on hardware that has counters.",
+            ha="center",
+            va="center",
+            fontsize=9,
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    run_id = with_power["run_id"].iloc[0]
+    one = with_power[with_power.run_id == run_id]
+    for (device, group), style in zip(one.groupby("device"), _styles(), strict=False):
+        ax.plot(
+            group["t_window_s"],
+            group["power_w"],
+            label=device,
+            linewidth=1,
+            color=style["color"],
+            linestyle=style["linestyle"],
+        )
+    for phase, hatch in (("baseline", "//"), ("window", None)):
+        span = one[one.phase == phase]["t_window_s"]
+        if len(span):
+            ax.axvspan(
+                span.min(),
+                span.max(),
+                alpha=0.12,
+                color="0.3",
+                hatch=hatch,
+                label=f"{phase} ({span.max() - span.min():.1f} s)",
+            )
+    idle = runs.loc[runs.run_id == run_id, "idle_power_w"]
+    if len(idle) and pd.notna(idle.iloc[0]):
+        ax.axhline(
+            float(idle.iloc[0]),
+            color="0.0",
+            linestyle=":",
+            linewidth=1,
+            label=f"idle baseline, all devices ({float(idle.iloc[0]):.0f} W)",
+        )
+    ax.set_xlabel("time since window start (s)")
+    ax.set_ylabel("power (W)")
+    ax.set_title(f"Power timeline of {run_id}", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
+    """Every figure from the campaign's tables."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = pd.read_parquet(tables_dir / "summary.parquet")
+    runs = pd.read_parquet(tables_dir / "runs.parquet")
+    latency = pd.read_parquet(tables_dir / "latency.parquet")
+    timeseries = pd.read_parquet(tables_dir / "timeseries.parquet")
+    paths = {
+        name: out_dir / f"{name}.png"
+        for name in (
+            "energy_vs_batch",
+            "throughput_vs_energy",
+            "latency_distributions",
+            "power_timeline",
+        )
+    }
+    energy_vs_batch(summary, paths["energy_vs_batch"])
+    throughput_vs_energy(summary, paths["throughput_vs_energy"])
+    latency_distributions(latency, runs, paths["latency_distributions"])
+    power_timeline(timeseries, runs, paths["power_timeline"])
+    return list(paths.values())

@@ -1,0 +1,57 @@
+"""provenance.json: where a campaign's numbers came from, in one file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from llenergymeasure import __version__
+from llenergymeasure.environment import git_state
+from llenergymeasure.results.io import write_text_atomic
+from llenergymeasure.results.models import SCHEMA_VERSION
+
+
+def campaign_provenance(campaign_file: Path, result_paths: list[Path]) -> dict[str, Any]:
+    """Campaign hash, code state, software per backend environment, hosts and devices seen."""
+    environments: dict[str, list[dict[str, Any]]] = {}
+    hosts: set[str] = set()
+    devices: set[str] = set()
+    meters: set[str] = set()
+    schemas: set[str] = set()
+    for path in result_paths:
+        result = json.loads(Path(path).read_bytes())
+        env = result["environment"]
+        software = {**env.get("packages", {}), **env.get("backend", {}), "python": env["python"]}
+        seen = environments.setdefault(result["config"]["backend"], [])
+        if software not in seen:
+            seen.append(software)
+        hosts.add(env["host"])
+        devices.add(f"{env['host']}: cpu {env['cpu_model']}")
+        for gpu in env.get("gpus", []):
+            devices.add(f"{env['host']}: gpu {gpu}")
+        devices.update(f"{env['host']}: energy {d}" for d in result["energy"]["devices"])
+        meters.add(f"{result['energy']['method']} ({result['energy']['confidence']})")
+        schemas.add(result["schema_version"])
+    return {
+        "campaign_file": str(campaign_file),
+        "campaign_sha256": hashlib.sha256(campaign_file.read_bytes()).hexdigest(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "llenergymeasure": __version__,
+        "git": git_state(),
+        "runs": len(result_paths),
+        "result_schema_versions": sorted(schemas),
+        "current_schema_version": SCHEMA_VERSION,
+        "software_per_backend": environments,
+        "hosts": sorted(hosts),
+        "devices": sorted(devices),
+        "energy_methods": sorted(meters),
+    }
+
+
+def write_provenance(campaign_file: Path, result_paths: list[Path], out: Path) -> None:
+    """Write provenance.json atomically."""
+    data = campaign_provenance(campaign_file, result_paths)
+    write_text_atomic(out, json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,125 @@
+"""Readable terminal views of a run and of the campaign tables (rich)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from rich.table import Table
+
+from llenergymeasure.results.models import RunResult, Stats
+
+RUN_COLUMNS = {
+    "model": "model",
+    "backend": "backend",
+    "batch_size": "batch",
+    "dtype": "dtype",
+    "quantization": "quant",
+    "repeat": "rep",
+    "output_tokens": "out tok",
+    "output_tokens_per_s": "tok/s",
+    "ttft_median_s": "TTFT p50 s",
+    "itl_median_s": "ITL p50 s",
+    "energy_per_output_token_j": "J/tok",
+    "energy_confidence": "energy",
+}
+SUMMARY_COLUMNS = {
+    "model": "model",
+    "backend": "backend",
+    "batch_size": "batch",
+    "dtype": "dtype",
+    "quantization": "quant",
+    "repeats": "n",
+    "energy_per_output_token_j_mean": "J/tok mean",
+    "energy_per_output_token_j_ci_low": "CI low",
+    "energy_per_output_token_j_ci_high": "CI high",
+    "energy_per_output_token_j_cv": "CV",
+    "output_tokens_per_s_mean": "tok/s",
+    "high_variance": "high var",
+}
+
+
+def cell(value: object) -> str:
+    """A table cell: 4 significant digits, null for missing values."""
+    if isinstance(value, float):
+        return "null" if math.isnan(value) else f"{value:.4g}"
+    return "null" if value is None else str(value)
+
+
+def table_view(frame: pd.DataFrame, title: str) -> Table:
+    """runs.parquet or summary.parquet as a table."""
+    columns = SUMMARY_COLUMNS if "repeats" in frame.columns else RUN_COLUMNS
+    table = Table(title=title)
+    for name in columns.values():
+        table.add_column(name, justify="right")
+    for _, row in frame.iterrows():
+        table.add_row(*[cell(row.get(c)) for c in columns])
+    return table
+
+
+def _stats(stats: Stats | None) -> str:
+    if stats is None:
+        return "null"
+    return f"median {stats.median:.4g}, p95 {stats.p95:.4g}, mean {stats.mean:.4g} (n={stats.n})"
+
+
+def run_view(result: RunResult) -> Table:
+    """One run: configuration, tokens, latency, energy, FLOPs, provenance, warnings."""
+    cfg, energy = result.config, result.energy
+    table = Table(title=f"run {result.run_id}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    settings = cfg.settings.model_dump(exclude_none=True, exclude={"vllm"})
+    rows = [
+        ("model / backend", f"{cfg.model.name} ({cfg.model.source}) / {cfg.backend}"),
+        ("settings", ", ".join(f"{k}={v}" for k, v in settings.items())),
+        (
+            "window",
+            f"{result.timing.window_s:.2f} s from {result.timing.started_at}; "
+            f"model load {result.timing.model_load_s:.1f} s",
+        ),
+        (
+            "tokens",
+            f"{result.tokens.num_requests} requests, {result.tokens.input_tokens} in, "
+            f"{result.tokens.output_tokens} out",
+        ),
+        ("throughput", f"{result.throughput.output_tokens_per_s:.2f} output tok/s"),
+        ("TTFT (s)", _stats(result.latency.ttft_s)),
+        ("ITL (s)", _stats(result.latency.itl_s)),
+    ]
+    if energy.energy_j is None:
+        rows.append(("energy", f"null: {energy.null_reason}"))
+    else:
+        rows.append(
+            (
+                "energy",
+                f"{energy.energy_j:.2f} J ({energy.method}, {energy.confidence}); "
+                f"{result.energy_per_output_token_j:.4g} J/token; adjusted "
+                f"{cell(energy.adjusted_energy_j)} J",
+            )
+        )
+        rows += [
+            (f"  {d.device}", f"{cell(d.energy_j)} J via {d.method}") for d in energy.per_device
+        ]
+    if cfg.settings.vllm:
+        rows.insert(2, ("vllm", cfg.settings.vllm.model_dump_json(exclude_defaults=True)))
+    if result.flops:
+        for f in [result.flops.primary, *result.flops.alternatives]:
+            rows.append((f"FLOPs {f.method}", f"{cell(f.value)} ({f.confidence})"))
+    if result.precision:
+        p = result.precision
+        rows.append(
+            ("precision", f"weights {p.weights}, compute {p.compute}, factor {p.precision_factor}")
+        )
+    env = result.environment
+    rows.append(
+        (
+            "environment",
+            f"{env.get('host')}, {env.get('cpu_model')}, "
+            f"git {(env.get('git') or {}).get('commit')}",
+        )
+    )
+    rows += [("warning", w) for w in result.warnings]
+    for what, value in rows:
+        table.add_row(what, value)
+    return table
