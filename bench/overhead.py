@@ -60,12 +60,16 @@ def report(name: str, measured: list[float], plain: list[float]) -> None:
     print(f"[{name}] ratio measured/bare: {m / b:.3f}  (target >= 0.97)")
 
 
-def transformers_bench(rounds: int) -> None:
+def transformers_bench(
+    rounds: int, measurement: dict | None = None, name: str = "transformers"
+) -> None:
+    """Measured `measure()` runs vs bare `generate` loops (`measurement` overrides the meter)."""
     from llenergymeasure.backends.transformers import TransformersBackend
     from llenergymeasure.config import plan_campaign
     from llenergymeasure.measure.session import measure
 
-    (config,) = plan_campaign(CAMPAIGN, "bench").runs.values()
+    campaign = {**CAMPAIGN, "measurement": measurement or CAMPAIGN["measurement"]}
+    (config,) = plan_campaign(campaign, "bench").runs.values()
     bare = TransformersBackend(config)
     bare.load()
     prompts = bare.prepare_prompts()
@@ -76,7 +80,7 @@ def transformers_bench(rounds: int) -> None:
     for _ in range(rounds):
         measured.append(measure(config).throughput.output_tokens_per_s)
         plain.append(bare_tokens_per_s(bare, batches))
-    report("transformers", measured, plain)
+    report(name, measured, plain)
 
 
 def vllm_bench(rounds: int) -> None:

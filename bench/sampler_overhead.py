@@ -10,7 +10,6 @@ Runs itself in a child process whose pynvml loads tests/fakes/nvml (built with g
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,13 +21,10 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 
 def child() -> None:
-    from overhead import CAMPAIGN, bare_tokens_per_s
+    from overhead import transformers_bench
 
-    from llenergymeasure.backends.transformers import TransformersBackend
-    from llenergymeasure.config import plan_campaign
     from llenergymeasure.devices.nvml import NvmlSource
     from llenergymeasure.measure.sampler import Sampler
-    from llenergymeasure.measure.session import measure
 
     sampler = Sampler(NvmlSource(), interval_s=0.1)
     wall_s, cpu0 = 10.0, time.process_time()
@@ -40,21 +36,8 @@ def child() -> None:
     print(f"sampler at 10 Hz, 2 fake GPUs: {reads} reads in {wall_s:.0f} s, CPU {cpu_s:.3f} s")
     print(f"sampler CPU per wall second: {cpu_s / wall_s * 100:.2f} % of one core (target < 1 %)")
 
-    campaign = {**CAMPAIGN, "measurement": {"meter": "nvml", "baseline_s": 0, "warmup_batches": 1}}
-    (config,) = plan_campaign(campaign, "bench").runs.values()
-    bare = TransformersBackend(config)
-    bare.load()
-    prompts = bare.prepare_prompts()
-    size = config.settings.batch_size
-    batches = [prompts[i : i + size] for i in range(0, len(prompts), size)]
-    bare_tokens_per_s(bare, batches[:1])
-    measured, plain = [], []
-    for _ in range(3):
-        measured.append(measure(config).throughput.output_tokens_per_s)
-        plain.append(bare_tokens_per_s(bare, batches))
-    m, b = statistics.median(measured), statistics.median(plain)
-    print(f"measured run, nvml sampler on: {m:.2f} tok/s; bare generate: {b:.2f} tok/s")
-    print(f"ratio measured/bare: {m / b:.3f}")
+    measurement = {"meter": "nvml", "baseline_s": 0, "warmup_batches": 1}
+    transformers_bench(3, measurement, name="transformers, nvml sampler on")
 
 
 def main() -> None:
