@@ -37,10 +37,26 @@ wildcard_constraints:
     model_slug="|".join(MODELS),
 
 
-def model_inputs(wildcards):
-    """The prepared embedded model a run needs (nothing for hub ids or local paths)."""
-    model = RUNS[wildcards.run_id].model
-    return [f"{model.path}/config.json"] if model.source == "embedded" else []
+def per_run(value_of):
+    """A run's value of something: one static value when every run shares it (Snakemake
+    handles a static value far faster than a per-job function: 10,000-run campaigns), else
+    a function of the run id."""
+    values = {repr(value_of(run)): value_of(run) for run in RUNS.values()}
+    if len(values) == 1:
+        return next(iter(values.values()))
+    return lambda wildcards: value_of(RUNS[wildcards.run_id])
+
+
+def _model_input(run):
+    return [f"{run.model.path}/config.json"] if run.model.source == "embedded" else []
+
+
+# The prepared embedded model a run needs (nothing for hub ids or local paths), its model's
+# calflops profile, its GPUs, its software environment.
+MODEL_INPUT = per_run(_model_input)
+FLOPS_INPUT = per_run(lambda run: f"{OUT}/flops/{model_slug(run.model)}.json")
+GPUS = per_run(gpus_needed)
+CONDA_ENV = per_run(lambda run: ENVS[run.backend])
 
 
 def model_by_slug(wildcards):
@@ -48,7 +64,3 @@ def model_by_slug(wildcards):
     model = MODELS[wildcards.model_slug]
     return [f"{model.path}/config.json"] if model.source == "embedded" else []
 
-
-def flops_profile(wildcards):
-    """The calflops profile of a run's model."""
-    return f"{OUT}/flops/{model_slug(RUNS[wildcards.run_id].model)}.json"

@@ -28,8 +28,8 @@ rule flops_profile:
 rule measure:
     input:
         config=f"{OUT}/runs/{{run_id}}/config.json",
-        model=model_inputs,
-        flops=flops_profile,
+        model=MODEL_INPUT,
+        flops=FLOPS_INPUT,
     output:
         result=f"{OUT}/runs/{{run_id}}/result.json",
         timeseries=f"{OUT}/runs/{{run_id}}/timeseries.parquet",
@@ -40,9 +40,9 @@ rule measure:
     priority: lambda wildcards: PRIORITY[wildcards.run_id]
     resources:
         device_slot=1,
-        gpu=lambda wildcards: gpus_needed(RUNS[wildcards.run_id]),
+        gpu=GPUS,
     conda:
-        lambda wildcards: ENVS[RUNS[wildcards.run_id].backend]
+        CONDA_ENV
     shell:
         "llem run {input.config} --out $(dirname {output.result})"
         " --baseline-cache {params.baselines} --flops-profile {input.flops} > {log} 2>&1"
