@@ -127,3 +127,55 @@ def job_id(line: str) -> int:
 
 def max_job_id() -> int:
     return max((job_id(j) for j in slurm_jobs()), default=0)
+
+
+def test_a_run_past_its_runtime_is_killed_and_the_others_finish(tmp_path, cluster, embedded_model):
+    campaign = write_campaign(
+        tmp_path / "campaign.yaml",
+        name="slurm-timeout",
+        grid={},
+        experiments=[
+            {"num_prompts": 2},
+            # ~15 minutes of generation: SLURM kills it at its 1-minute runtime.
+            {"num_prompts": 240, "max_new_tokens": 64, "min_new_tokens": 64},
+        ],
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    before = max_job_id()
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(REPO / "profiles/slurm"),
+        "--snakefile",
+        str(REPO / "workflow/Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(campaign),
+        *CI_OVERRIDES,
+        "--set-resources",
+        "measure:runtime=1",
+    ]
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=HARD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"snakemake on SLURM exceeded {HARD_TIMEOUT_S} s:\n{output[-3000:]}")
+    assert proc.returncode != 0, "the killed run must fail the workflow"
+    measured = [j for j in slurm_jobs() if job_id(j) > before and "rule_measure" in j]
+    states = sorted(re.search(r"JobState=(\w+)", j).group(1) for j in measured)
+    assert states == ["COMPLETED", "TIMEOUT"], output[-3000:]
+    results = list((tmp_path / "results/slurm-timeout/runs").glob("*/result.json"))
+    assert len(results) == 1, "the run within its time is kept"
+    assert json.loads(results[0].read_text())["config"]["settings"]["num_prompts"] == 2
