@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from llenergymeasure.config import plan_campaign
 from tests.fakes.nvml import FakeDevice, FakeScenario
+from tests.llem import llem_run
 
 pytest_plugins = ["tests.fakes.nvml.fixtures"]
 pytestmark = pytest.mark.slow
@@ -37,26 +36,15 @@ def test_two_ranks_aggregate_tokens_wall_span_and_each_device_once(
         },
     }
     (config,) = plan_campaign(campaign, "c.yaml").runs.values()
-    path = tmp_path / "config.json"
-    path.write_text(config.model_dump_json())
     scenario = FakeScenario(
         devices=[
             FakeDevice(power_w=[(0, 100.0), (60, 250.0)]),
             FakeDevice(power_w=150.0),
         ]
     )
+    result = llem_run(config, tmp_path, fake_nvml_env(scenario))
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "llenergymeasure", "run", str(path), "--out", str(out)],
-        env=fake_nvml_env(scenario),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((out / f"process_{r}.json").read_text()) for r in (0, 1)]
-    result = json.loads((out / "result.json").read_text())
 
     assert [p["rank"] for p in result["processes"]] == [0, 1]
     assert result["tokens"]["output_tokens"] == sum(r["tokens"]["output_tokens"] for r in ranks)

@@ -6,7 +6,6 @@ rest of the suite must keep seeing this host as it is (no NVIDIA driver).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from llenergymeasure.config import plan_campaign
 from tests.fakes.nvml import FakeDevice, FakeScenario, Throttle, run_python
+from tests.llem import llem_run
 
 pytest_plugins = ["tests.fakes.nvml.fixtures"]
 REPO = Path(__file__).parents[2]
@@ -72,21 +72,9 @@ def test_llem_run_meters_fake_gpus_per_device(tmp_path, embedded_model, fake_nvm
         },
     }
     (config,) = plan_campaign(campaign, "c.yaml").runs.values()
-    config_path = tmp_path / "config.json"
-    config_path.write_text(config.model_dump_json())
     scenario = two_gpus()
-    env = fake_nvml_env(scenario)
+    result = llem_run(config, tmp_path, fake_nvml_env(scenario))
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "llenergymeasure", "run", str(config_path), "--out", str(run_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((run_dir / "result.json").read_text())
     energy = result["energy"]
     assert energy["method"] == "nvml" and energy["confidence"] == "measured"
     assert energy["meter_choice"] == {"requested": "nvml", "chosen": "nvml", "refused": {}}

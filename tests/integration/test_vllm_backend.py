@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -13,6 +11,7 @@ from llenergymeasure.backends.vllm import VllmBackend, arrival_offsets_s, is_vll
 from llenergymeasure.config import plan_campaign
 from llenergymeasure.config.models import VllmSettings
 from llenergymeasure.errors import BackendError
+from tests.llem import llem_run
 
 pytestmark = [
     pytest.mark.slow,
@@ -114,18 +113,7 @@ def test_llem_run_with_one_sequence_and_fixed_output_length(tmp_path, campaign, 
         max_new_tokens=8,
         vllm={"enforce_eager": True, "ignore_eos": True},
     )
-    path = tmp_path / "config.json"
-    path.write_text(config.model_dump_json())
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "llenergymeasure", "run", str(path), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((out / "result.json").read_text())
+    result = llem_run(config, tmp_path)
     assert result["config"]["settings"]["vllm"]["max_num_seqs"] == 1
     assert result["environment"]["backend"]["vllm_platform"] == "cpu"
     assert result["timing"]["model_load_s"] > 0

@@ -66,6 +66,26 @@ def cluster():
 
 def test_campaign_runs_as_slurm_jobs(tmp_path, cluster, embedded_model):
     campaign = write_campaign(tmp_path / "campaign.yaml", name="slurm")
+    before = max_job_id()
+    returncode, output = run_on_slurm(tmp_path, campaign)
+    assert returncode == 0, output[-4000:]
+
+    runs = pd.read_parquet(tmp_path / "results/slurm/tables/runs.parquet")
+    assert sorted(runs["batch_size"]) == [1, 2]
+    jobs = [j for j in slurm_jobs() if job_id(j) > before]
+    measured = [j for j in jobs if "rule_measure" in j]
+    assert len(measured) == 2, "\n".join(jobs)
+    assert all("JobState=COMPLETED" in j for j in measured)
+    ids = {str(job_id(j)) for j in measured}
+    recorded = {
+        json.loads(path.read_text())["environment"]["slurm_job_id"]
+        for path in (tmp_path / "results/slurm/runs").glob("*/result.json")
+    }
+    assert recorded == ids, "each run knows the SLURM job it ran in"
+
+
+def run_on_slurm(workdir: Path, campaign: Path, *extra: str) -> tuple[int, str]:
+    """snakemake --profile profiles/slurm with the CI overrides, under a hard timeout."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     command = [
         sys.executable,
@@ -76,12 +96,12 @@ def test_campaign_runs_as_slurm_jobs(tmp_path, cluster, embedded_model):
         "--snakefile",
         str(REPO / "workflow/Snakefile"),
         "--directory",
-        str(tmp_path),
+        str(workdir),
         "--configfile",
         str(campaign),
         *CI_OVERRIDES,
+        *extra,
     ]
-    before = max_job_id()
     # The plugin can lose its jobs and then ignore SIGTERM: kill the whole group on timeout.
     proc = subprocess.Popen(
         command,
@@ -97,20 +117,7 @@ def test_campaign_runs_as_slurm_jobs(tmp_path, cluster, embedded_model):
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         pytest.fail(f"snakemake on SLURM exceeded {HARD_TIMEOUT_S} s:\n{output[-3000:]}")
-    assert proc.returncode == 0, output[-4000:]
-
-    runs = pd.read_parquet(tmp_path / "results/slurm/tables/runs.parquet")
-    assert sorted(runs["batch_size"]) == [1, 2]
-    jobs = [j for j in slurm_jobs() if job_id(j) > before]
-    measured = [j for j in jobs if "rule_measure" in j]
-    assert len(measured) == 2, "\n".join(jobs)
-    assert all("JobState=COMPLETED" in j for j in measured)
-    ids = {str(job_id(j)) for j in measured}
-    recorded = {
-        json.loads(path.read_text())["environment"]["slurm_job_id"]
-        for path in (tmp_path / "results/slurm/runs").glob("*/result.json")
-    }
-    assert recorded == ids, "each run knows the SLURM job it ran in"
+    return proc.returncode, output
 
 
 def slurm_jobs() -> list[str]:
@@ -140,39 +147,9 @@ def test_a_run_past_its_runtime_is_killed_and_the_others_finish(tmp_path, cluste
             {"num_prompts": 240, "max_new_tokens": 64, "min_new_tokens": 64},
         ],
     )
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     before = max_job_id()
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--profile",
-        str(REPO / "profiles/slurm"),
-        "--snakefile",
-        str(REPO / "workflow/Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(campaign),
-        *CI_OVERRIDES,
-        "--set-resources",
-        "measure:runtime=1",
-    ]
-    proc = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=HARD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"snakemake on SLURM exceeded {HARD_TIMEOUT_S} s:\n{output[-3000:]}")
-    assert proc.returncode != 0, "the killed run must fail the workflow"
+    returncode, output = run_on_slurm(tmp_path, campaign, "--set-resources", "measure:runtime=1")
+    assert returncode != 0, "the killed run must fail the workflow"
     measured = [j for j in slurm_jobs() if job_id(j) > before and "rule_measure" in j]
     states = sorted(re.search(r"JobState=(\w+)", j).group(1) for j in measured)
     assert states == ["COMPLETED", "TIMEOUT"], output[-3000:]

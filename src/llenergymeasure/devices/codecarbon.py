@@ -54,15 +54,18 @@ class CodeCarbonMeter(EnergyMeter):
         components = {
             "cpu_j": data.cpu_energy * J_PER_KWH,
             "ram_j": data.ram_energy * J_PER_KWH,
-            "gpu_j": data.gpu_energy * J_PER_KWH,
         }
         notes = [
             f"codecarbon {data.codecarbon_version} hardware: {', '.join(hardware)}",
-            f"mean power: cpu {data.cpu_power:.1f} W, ram {data.ram_power:.1f} W (modelled), "
-            f"gpu {data.gpu_power:.1f} W",
+            f"mean power: cpu {data.cpu_power:.1f} W, ram {data.ram_power:.1f} W (modelled)",
         ]
-        if data.gpu_count and not data.gpu_energy:
-            notes.append("GPUs present but CodeCarbon reported 0 GPU energy: GPU energy missing")
+        if data.gpu_count and data.gpu_energy:
+            components["gpu_j"] = data.gpu_energy * J_PER_KWH
+        elif data.gpu_count:  # CodeCarbon's silent 0 on GPUs without an energy counter
+            notes.append(
+                "GPUs present but CodeCarbon reported 0 GPU energy: GPU energy is "
+                "missing from energy_j, not zero"
+            )
         return Energy(
             energy_j=data.energy_consumed * J_PER_KWH,
             method=self.method,

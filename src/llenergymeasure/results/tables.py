@@ -150,7 +150,9 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
     settings = cfg["settings"]
     engine = settings.get("vllm")
     per_device = energy.get("per_device") or []
-    temperatures = [d["max_temperature_c"] for d in per_device if d.get("max_temperature_c")]
+    temperatures = [
+        d["max_temperature_c"] for d in per_device if d.get("max_temperature_c") is not None
+    ]
     throttles = [d["throttle_s"] for d in per_device if d.get("throttle_s") is not None]
     row: dict[str, Any] = {
         "run_id": result["run_id"],
