@@ -112,6 +112,28 @@ def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
     assert {p: p.stat().st_mtime_ns for p in results} == mtimes
 
 
+def test_every_run_comes_after_its_model_is_prepared(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLEM_MODELS_DIR", str(tmp_path / "models"))  # nothing prepared yet
+    campaign = write_campaign(tmp_path / "campaign.yaml")
+    dag = snakemake(tmp_path, campaign, "--dag")
+    assert dag.returncode == 0, dag.stderr
+    rule_of = {m[1]: m[2] for m in re.finditer(r'^\s*(\d+)\[label = "(\w+)', dag.stdout, re.M)}
+    needs: dict[str, set[str]] = {}
+    for m in re.finditer(r"^\s*(\d+) -> (\d+)$", dag.stdout, re.M):
+        needs.setdefault(m[2], set()).add(m[1])
+
+    def upstream_rules(node: str) -> set[str]:
+        found = set()
+        for parent in needs.get(node, ()):
+            found |= {rule_of[parent]} | upstream_rules(parent)
+        return found
+
+    measures = [node for node, rule in rule_of.items() if rule == "measure"]
+    assert len(measures) == 2
+    for node in measures:
+        assert {"resolve", "flops_profile", "prepare_model"} <= upstream_rules(node)
+
+
 def test_a_failed_run_loses_no_other_run(tmp_path, embedded_model):
     broken = tmp_path / "broken-model"
     broken.mkdir()

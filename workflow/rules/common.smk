@@ -47,13 +47,9 @@ def per_run(value_of):
     return lambda wildcards: value_of(RUNS[wildcards.run_id])
 
 
-def _model_input(run):
-    return [f"{run.model.path}/config.json"] if run.model.source == "embedded" else []
-
-
-# The prepared embedded model a run needs (nothing for hub ids or local paths), its model's
-# calflops profile, its GPUs, its software environment.
-MODEL_INPUT = per_run(_model_input)
+# A run's model's calflops profile (which needs the prepared embedded model, so a run comes
+# after its model's preparation without a second per-run input edge), its GPUs, its software
+# environment.
 FLOPS_INPUT = per_run(lambda run: f"{OUT}/flops/{model_slug(run.model)}.json")
 GPUS = per_run(gpus_needed)
 CONDA_ENV = per_run(lambda run: ENVS[run.backend])

@@ -28,7 +28,6 @@ rule flops_profile:
 rule measure:
     input:
         config=f"{OUT}/runs/{{run_id}}/config.json",
-        model=MODEL_INPUT,
         flops=FLOPS_INPUT,
     output:
         result=f"{OUT}/runs/{{run_id}}/result.json",
