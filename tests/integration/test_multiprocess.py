@@ -1,8 +1,13 @@
-"""A 2-process CPU run (gloo) of the embedded model, metered through the fake NVML."""
+"""2-process CPU runs (gloo) of the embedded model, metered through the fake NVML."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -13,10 +18,11 @@ from tests.llem import llem_run
 pytest_plugins = ["tests.fakes.nvml.fixtures"]
 pytestmark = pytest.mark.slow
 
+PUE = 1.5
+INTENSITY_G_PER_KWH = 400.0
 
-def test_two_ranks_aggregate_tokens_wall_span_and_each_device_once(
-    tmp_path, campaign, embedded_model, fake_nvml_env
-):
+
+def two_rank_config(campaign, **measurement):
     campaign = {
         **campaign,
         "grid": {},
@@ -30,18 +36,74 @@ def test_two_ranks_aggregate_tokens_wall_span_and_each_device_once(
         },
         "measurement": {
             "meter": "nvml",
-            "baseline_s": 0.5,
-            "cooldown_max_s": 0,
+            "baseline_s": 1.0,
+            "cooldown_max_s": 1,
             "warmup_batches": 1,
+            "warmup_max_batches": 1,
+            **measurement,
         },
     }
     (config,) = plan_campaign(campaign, "c.yaml").runs.values()
+    return config
+
+
+def test_each_rank_meters_its_own_gpu_against_its_own_baseline(
+    tmp_path, campaign, embedded_model, fake_nvml_env
+):
+    config = two_rank_config(campaign, pue=PUE, carbon_intensity_g_per_kwh=INTENSITY_G_PER_KWH)
+    # Power climbs steadily, so idle (measured first) is below the window's mean power.
     scenario = FakeScenario(
         devices=[
-            FakeDevice(power_w=[(0, 100.0), (60, 250.0)]),
-            FakeDevice(power_w=150.0),
+            FakeDevice(power_w=[(0, 100.0), (300, 700.0)]),
+            FakeDevice(power_w=[(0, 150.0), (300, 450.0)]),
         ]
     )
+    env = {**fake_nvml_env(scenario), "CUDA_VISIBLE_DEVICES": "0,1"}
+    result = llem_run(config, tmp_path, env)
+    out = tmp_path / "run"
+    ranks = [json.loads((out / f"process_{r}.json").read_text()) for r in (0, 1)]
+
+    for rank, name in enumerate(("gpu:0", "gpu:1")):
+        mine = ranks[rank]["energy"]
+        assert [d["device"] for d in mine["per_device"]] == [name]
+        baseline = mine["baseline"]
+        assert list(baseline["per_device_w"]) == [name], "each rank baselines its own GPU"
+        b0, b1 = baseline["start_unix_s"], baseline["end_unix_s"]
+        idle_truth_w = scenario.energy_j(rank, b0, b1) / (b1 - b0)
+        assert baseline["per_device_w"][name] == pytest.approx(idle_truth_w, rel=0.01)
+        assert ranks[rank]["timing"]["cooldown"]["max_s"] == 1
+
+    energy = result["energy"]
+    devices = {d["device"]: d for d in energy["per_device"]}
+    assert set(devices) == {"gpu:0", "gpu:1"}
+    adjusted_truth_j = 0.0
+    for index, name in enumerate(("gpu:0", "gpu:1")):
+        device = devices[name]
+        t0, t1 = device["window_start_unix_s"], device["window_end_unix_s"]
+        truth_j = scenario.energy_j(index, t0, t1)
+        assert device["energy_j"] == pytest.approx(truth_j, rel=0.005)
+        idle_w = ranks[index]["energy"]["baseline"]["per_device_w"][name]
+        assert device["idle_power_w"] == pytest.approx(idle_w)
+        adjusted_truth_j += truth_j - idle_w * (t1 - t0)
+    total_truth_j = sum(
+        scenario.energy_j(i, devices[n]["window_start_unix_s"], devices[n]["window_end_unix_s"])
+        for i, n in enumerate(("gpu:0", "gpu:1"))
+    )
+    assert energy["energy_j"] == pytest.approx(total_truth_j, rel=0.005)
+    assert energy["adjusted_energy_j"] == pytest.approx(adjusted_truth_j, rel=0.01)
+    assert 0 < energy["adjusted_energy_j"] < energy["energy_j"]
+    assert energy["facility_energy_j"] == pytest.approx(PUE * total_truth_j, rel=0.005)
+    emissions_truth_kg = PUE * total_truth_j / 3.6e6 * INTENSITY_G_PER_KWH / 1000
+    assert energy["emissions_kg"] == pytest.approx(emissions_truth_kg, rel=0.005)
+    assert result["adjusted_energy_per_output_token_j"] == pytest.approx(
+        energy["adjusted_energy_j"] / result["tokens"]["output_tokens"]
+    )
+    assert result["timing"]["cooldown"] is not None
+
+
+def test_two_ranks_sharing_a_gpu_count_it_once(tmp_path, campaign, embedded_model, fake_nvml_env):
+    config = two_rank_config(campaign, baseline_s=0.5, cooldown_max_s=0)
+    scenario = FakeScenario(devices=[FakeDevice(power_w=[(0, 100.0), (60, 250.0)])])
     result = llem_run(config, tmp_path, fake_nvml_env(scenario))
     out = tmp_path / "run"
     ranks = [json.loads((out / f"process_{r}.json").read_text()) for r in (0, 1)]
@@ -56,18 +118,58 @@ def test_two_ranks_aggregate_tokens_wall_span_and_each_device_once(
     assert result["throughput"]["output_tokens_per_s"] == pytest.approx(64 / (end - start))
     assert result["latency"]["ttft_s"]["n"] == 4  # samples pooled before percentiles
 
-    devices = {d["device"]: d for d in result["energy"]["per_device"]}
-    assert set(devices) == {"gpu:0", "gpu:1"}  # both ranks metered both GPUs
-    for index, name in enumerate(("gpu:0", "gpu:1")):
-        device = devices[name]
-        truth = scenario.energy_j(index, device["window_start_unix_s"], device["window_end_unix_s"])
-        assert device["energy_j"] == pytest.approx(truth, rel=0.005)
-        summed = sum(
-            d["energy_j"] for r in ranks for d in r["energy"]["per_device"] if d["device"] == name
-        )
-        assert device["energy_j"] < 0.75 * summed, "a device shared by ranks is counted once"
-    assert result["energy"]["energy_j"] == pytest.approx(
-        devices["gpu:0"]["energy_j"] + devices["gpu:1"]["energy_j"]
-    )
+    (device,) = result["energy"]["per_device"]
+    truth = scenario.energy_j(0, device["window_start_unix_s"], device["window_end_unix_s"])
+    assert device["energy_j"] == pytest.approx(truth, rel=0.005)
+    summed = sum(r["energy"]["per_device"][0]["energy_j"] for r in ranks)
+    assert device["energy_j"] < 0.75 * summed, "a device shared by ranks is counted once"
     assert not any("overlap only" in w for w in result["warnings"])
-    assert ranks[1]["energy"]["baseline"] is None and result["energy"]["baseline"] is not None
+    assert all(r["energy"]["baseline"] is not None for r in ranks)
+    assert result["timing"]["cooldown"]["null_reason"] == "disabled (cooldown_max_s 0)"
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
+    return [int(p) for p in out.stdout.split()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_killed_rank_stops_the_others_and_fails_the_run_with_its_error(
+    tmp_path, campaign, embedded_model
+):
+    # Without the launcher's watch, rank 0 would wait for the dead rank at its next barrier
+    # (gloo's default timeout is 30 minutes).
+    config = two_rank_config(campaign, meter="none", baseline_s=0, rank_grace_s=5)
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "llenergymeasure", "run", str(path), "--out", str(tmp_path / "r")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    rank1 = None
+    deadline = time.monotonic() + 120
+    while rank1 is None and time.monotonic() < deadline:
+        rank1 = next((p for p in _children(launcher.pid) if "--rank 1" in _cmdline(p)), None)
+        time.sleep(0.2)
+    assert rank1 is not None, "rank 1 never started"
+    time.sleep(3.0)  # both ranks are importing or loading: inside the run
+    os.kill(rank1, signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 2
+    assert time.monotonic() - killed_at < 5 + 5 + 30, "the other rank was stopped in bounded time"
+    assert "rank 1 was killed by SIGKILL" in stderr
+    assert "other ranks (0) were stopped" in stderr
+    assert not (tmp_path / "r" / "result.json").exists()

@@ -23,6 +23,8 @@ from tests.fakes.nvml import (
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_NOT_SUPPORTED,
     NVML_ERROR_UNKNOWN,
+    NVML_FI_DEV_POWER_INSTANT,
+    POWER_USAGE_INSTANT,
     FakeDevice,
     FakeScenario,
     InjectedError,
@@ -96,6 +98,21 @@ def test_analytic_energy_is_the_exact_integral() -> None:
     assert expected_counter_mj(ramp, epoch + 1.05, epoch, counter_period_s=0.1) == 200_000
 
 
+def test_average_power_is_the_mean_of_the_last_second() -> None:
+    step = FakeDevice(power_w=[(5.0, 100.0), (5.0, 300.0)])  # 100 W -> 300 W at t = 5 s
+    assert step.average_power_w(5.0) == pytest.approx(100.0)
+    assert step.average_power_w(5.25) == pytest.approx(150.0)
+    assert step.average_power_w(6.0) == pytest.approx(300.0)
+    assert step.energy_j(6.0) == pytest.approx(5 * 100.0 + 300.0)  # a step integrates exactly
+    assert step.power_usage_w(5.25) == pytest.approx(150.0)  # averaged is the default
+    step.power_usage = POWER_USAGE_INSTANT
+    assert step.power_usage_w(5.25) == pytest.approx(300.0)
+    ramp = FakeDevice(power_w=[(0.0, 100.0), (10.0, 200.0)])
+    assert ramp.average_power_w(-3.0) == pytest.approx(100.0)  # P(0) held before the epoch
+    assert ramp.average_power_w(0.5) == pytest.approx(0.5 * 100.0 + 0.5 * 102.5)
+    assert ramp.average_power_w(4.0) == pytest.approx(135.0)  # P(t) - 10 W/s * 0.5 s
+
+
 def test_scenario_text_round_trips_dicts(tmp_path: Path) -> None:
     path = write_scenario(
         tmp_path / "s.txt",
@@ -107,11 +124,19 @@ def test_scenario_text_round_trips_dicts(tmp_path: Path) -> None:
                     "power_w": [(0, 1), (1, 2)],
                     "throttle": [(0.0, 1.0, SW_POWER_CAP)],
                     "errors": {"nvmlDeviceGetPowerUsage": NVML_ERROR_UNKNOWN},
-                }
+                    "power_usage": "instant",
+                    "unsupported_fields": [NVML_FI_DEV_POWER_INSTANT, 83],
+                },
+                {},
             ],
         },
     )
     text = path.read_text()
+    assert "power_usage instant\n" in text
+    assert "unsupported_field 186 83\n" in text
+    assert text.count("power_usage averaged\n") == 1  # the default, written out
+    with pytest.raises(ValueError, match="power_usage"):
+        FakeDevice(power_usage="smoothed").lines()
     assert "start_epoch_s 12.5\n" in text
     assert "name Tesla V100-SXM2-16GB\n" in text
     assert "power 0.0 1.0 1.0 2.0\n" in text
@@ -228,9 +253,80 @@ print(json.dumps({"a": a, "b": b}))
     measured = (eb - ea) / 1000
     assert truth > 100
     assert measured == pytest.approx(truth, rel=0.005)
+    # GetPowerUsage is the 1 s average by default (power_usage averaged)
     for t0, t1, power_mw in ((a0, a1, pa), (b0, b1, pb)):
-        lo, hi = sorted((device.power_at(t0 - epoch), device.power_at(t1 - epoch)))
+        lo, hi = sorted((device.average_power_w(t0 - epoch), device.average_power_w(t1 - epoch)))
         assert lo - 0.01 <= power_mw / 1000 <= hi + 0.01
+
+
+POWER_READINGS = """
+n.nvmlInit()
+epoch = EPOCH
+while time.time() - epoch < 1.2:  # past the first second: every average is a full second
+    time.sleep(0.05)
+out = []
+for i in range(n.nvmlDeviceGetCount()):
+    h = n.nvmlDeviceGetHandleByIndex(i)
+    before = time.time() - epoch
+    usage = n.nvmlDeviceGetPowerUsage(h)
+    fields = n.nvmlDeviceGetFieldValues(h, [
+        (n.NVML_FI_DEV_POWER_INSTANT, n.NVML_POWER_SCOPE_GPU),
+        (n.NVML_FI_DEV_POWER_AVERAGE, n.NVML_POWER_SCOPE_GPU),
+    ])
+    after = time.time() - epoch
+    out.append({"t": [before, after], "usage": usage,
+                "fields": [[f.nvmlReturn, f.value.uiVal] for f in fields]})
+print(json.dumps(out))
+"""
+
+
+def test_power_usage_is_the_one_second_average_unless_instant(fake_nvml_env) -> None:
+    ramp = [(0.0, 100.0), (1000.0, 10_100.0)]  # +10 W/s: the 1 s mean is P(t) - 5 W
+    scenario = FakeScenario(
+        devices=[
+            FakeDevice(power_w=ramp),
+            FakeDevice(power_w=ramp, power_usage=POWER_USAGE_INSTANT),
+            FakeDevice(power_w=ramp, unsupported_fields=[NVML_FI_DEV_POWER_INSTANT]),
+        ]
+    )
+    code = PRELUDE + POWER_READINGS.replace("EPOCH", repr(scenario.start_epoch_s))
+    averaged, instant, no_field = run_python(code, fake_nvml_env(scenario))
+    device, slope_w_per_s, rounding_w = scenario.devices[0], 10.0, 0.002
+
+    def bracket(curve, reading) -> tuple[float, float]:
+        """The reads happened within [t0, t1] and the ramp rises: its values there bound them."""
+        t0, t1 = reading["t"]
+        return curve(t0) - rounding_w, curve(t1) + rounding_w
+
+    for reading in (averaged, instant, no_field):
+        reading["expect"] = {
+            "average": bracket(device.average_power_w, reading),
+            "instant": bracket(device.power_at, reading),
+        }
+        reading["usage_w"] = reading["usage"] / 1000
+        reading["slack_w"] = slope_w_per_s * (reading["t"][1] - reading["t"][0]) + rounding_w
+
+    # averaged (the default): GetPowerUsage is field 185, 5 W below field 186
+    lo, hi = averaged["expect"]["average"]
+    assert lo <= averaged["usage_w"] <= hi
+    (ok_instant, instant_mw), (ok_average, average_mw) = averaged["fields"]
+    assert ok_instant == ok_average == 0  # NVML_SUCCESS
+    assert instant_mw / 1000 - averaged["usage_w"] == pytest.approx(5.0, abs=averaged["slack_w"])
+    assert average_mw / 1000 == pytest.approx(averaged["usage_w"], abs=averaged["slack_w"])
+
+    # instant: GetPowerUsage is P(t), like field 186
+    lo, hi = instant["expect"]["instant"]
+    assert lo <= instant["usage_w"] <= hi
+    assert instant["fields"][0][1] / 1000 == pytest.approx(
+        instant["usage_w"], abs=instant["slack_w"]
+    )
+
+    # unsupported_field 186: the call succeeds, that entry says NOT_SUPPORTED, 185 still reads
+    (ret_instant, _), (ret_average, average_mw) = no_field["fields"]
+    assert (ret_instant, ret_average) == (NVML_ERROR_NOT_SUPPORTED, 0)
+    lo, hi = no_field["expect"]["average"]
+    assert lo <= average_mw / 1000 <= hi
+    assert lo <= no_field["usage_w"] <= hi
 
 
 def test_counter_is_quantised_to_its_update_period(fake_nvml_env) -> None:

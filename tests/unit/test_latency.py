@@ -2,20 +2,22 @@ from __future__ import annotations
 
 import pytest
 
+from llenergymeasure.backends.base import RequestTiming
 from llenergymeasure.backends.transformers import count_output_tokens
-from llenergymeasure.measure.latency import RequestTiming, latency_summary, request_result, stats
+from llenergymeasure.measure.latency import latency_summary, request_result, stats
 
 
-def timing(times, submit=10.0):
+def timing(times, submit=10.0, arrival=None, chunks=None):
     return RequestTiming(
         index=0,
         batch_index=0,
         input_tokens=5,
-        arrival_s=submit,
+        arrival_s=submit if arrival is None else arrival,
         submit_s=submit,
         token_times_s=tuple(times),
         output_ids=tuple(range(len(times))),
         stopped_by_eos=False,
+        chunk_sizes=chunks,
     )
 
 
@@ -77,3 +79,37 @@ def test_ttft_counts_from_arrival_and_queue_time_is_separate():
     assert r.queue_s == pytest.approx(2.0)
     assert r.ttft_s == pytest.approx(2.5)
     assert r.latency_s == pytest.approx(2.6)
+
+
+def test_a_request_that_yields_no_token_has_null_latency_and_the_run_still_summarises():
+    empty = request_result(timing([], submit=1.0))
+    assert empty.output_tokens == 0
+    assert empty.ttft_s is None and empty.latency_s is None and empty.service_ttft_s is None
+    assert empty.null_reason == "the request yielded no token"
+    summary = latency_summary([empty, request_result(timing([1.5, 1.7], submit=1.0))])
+    assert summary.ttft_s.n == 1 and summary.ttft_s.mean == pytest.approx(0.5)
+    assert summary.request_latency_s.n == 1
+    assert summary.zero_token_requests == 1
+    assert any("1 requests yielded no token" in n for n in summary.notes)
+
+
+def test_tokens_delivered_in_one_chunk_give_no_zero_intervals():
+    # 5 tokens in 3 arrivals: [1], [2, 2, 2] (one chunk of 3), [3]
+    r = request_result(timing([1.0, 2.0, 2.0, 2.0, 3.0], submit=0.0, chunks=(1, 3, 1)))
+    assert r.itl_s == pytest.approx([1.0, 1.0])
+    assert 0.0 not in r.itl_s
+    assert r.itl_excluded == 2
+    summary = latency_summary([r])
+    assert summary.itl_s.n == 2 and summary.itl_s.min == pytest.approx(1.0)
+    assert summary.itl_excluded_intervals == 2
+
+
+def test_scheduled_arrival_counts_lateness_in_ttft_and_service_ttft_without_it():
+    # due at 1.0, submitted late at 1.4 (event loop busy), first token at 1.5
+    r = request_result(timing([1.5, 1.6], submit=1.4, arrival=1.0))
+    assert r.ttft_s == pytest.approx(0.5)
+    assert r.service_ttft_s == pytest.approx(0.1)
+    assert r.queue_s == pytest.approx(0.4)
+    summary = latency_summary([r])
+    assert summary.queue_s.median == pytest.approx(0.4)
+    assert summary.service_ttft_s.median == pytest.approx(0.1)

@@ -1,8 +1,7 @@
-"""Run order (Snakemake priorities), bootstrap statistics and the summary table."""
+"""Run order (Snakemake priorities), repeat statistics and the summary table."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,7 +10,7 @@ import pytest
 from llenergymeasure.config import plan_campaign
 from llenergymeasure.config.models import AnalysisConfig
 from llenergymeasure.config.order import run_order, run_priorities
-from llenergymeasure.results.stats import bootstrap_ci, summarise
+from llenergymeasure.results.stats import summarise
 from llenergymeasure.results.summary import SUMMARY_SCHEMA, build_summary
 from llenergymeasure.results.tables import RUNS_SCHEMA
 
@@ -58,23 +57,13 @@ def test_priorities_follow_the_order(campaign):
     assert sorted(priorities.values()) == list(range(1, 7))
 
 
-def test_bootstrap_ci_on_known_data():
-    rng = np.random.default_rng(1)
-    data = rng.normal(10.0, 2.0, size=200)
-    low, high = bootstrap_ci(data, 4000, 0.95, seed=3)
-    half_width = 1.96 * data.std(ddof=1) / np.sqrt(len(data))  # normal theory
-    assert low < data.mean() < high
-    assert (high - low) / 2 == pytest.approx(half_width, rel=0.1)
-    assert bootstrap_ci(data, 4000, 0.95, seed=3) == (low, high)
-    assert bootstrap_ci([5.0, 5.0, 5.0], 1000, 0.95, seed=0) == (5.0, 5.0)
-
-
 def test_summarise_single_values_have_no_spread_and_nulls_are_skipped():
-    one = summarise([2.0, None], 1000, 0.95, 0)
+    one = summarise([2.0, None, float("nan")], confidence=0.95)
     assert (one.n, one.mean, one.std, one.ci_low, one.cv) == (1, 2.0, None, None, None)
-    s = summarise([1.0, 2.0, 3.0], 1000, 0.95, 0)
+    assert one.ci_method is None
+    s = summarise([1.0, 2.0, 3.0], confidence=0.95)
     assert s.std == pytest.approx(1.0) and s.cv == pytest.approx(0.5)
-    assert summarise([], 1000, 0.95, 0).mean is None
+    assert summarise([], confidence=0.95).mean is None
 
 
 def test_summary_table_folds_repeats_with_explicit_schema(tmp_path):
@@ -107,6 +96,8 @@ def test_summary_table_folds_repeats_with_explicit_schema(tmp_path):
     )
     assert pq.read_schema(tmp_path / "summary.parquet").equals(SUMMARY_SCHEMA)
     a, b = summary.iloc[0], summary.iloc[1]
+    assert a.ci_confidence == 0.95 and a.energy_per_output_token_j_ci_method == "t"
+    assert pd.isna(a.ttft_median_s_ci_method)
     assert a.repeats == 3 and a.energy_per_output_token_j_mean == pytest.approx(1.0)
     assert a.energy_per_output_token_j_ci_low <= 1.0 <= a.energy_per_output_token_j_ci_high
     assert not a.high_variance

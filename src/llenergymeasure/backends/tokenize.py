@@ -9,6 +9,18 @@ from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.prompts import read_prompts, synthetic_token_ids
 
 
+def eos_token_ids(tokenizer: Any, generation_config: Any) -> set[int]:
+    """Every id that ends a generation: the generation config's EOS ids and the tokenizer's.
+
+    Models such as Llama-3 stop on several ids; all of them count as EOS for every backend.
+    """
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
 def prepare_prompts(tokenizer: Any, config: ExperimentConfig) -> list[PreparedPrompt]:
     """Tokenise the run's prompts, each fitted into `max_input_tokens` (template included)."""
     prompts, settings = config.prompts, config.settings

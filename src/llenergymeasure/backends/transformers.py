@@ -11,11 +11,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
-from llenergymeasure.backends.base import PreparedPrompt
-from llenergymeasure.backends.tokenize import prepare_prompts
+from llenergymeasure.backends.base import CacheState, PreparedPrompt, RequestTiming
+from llenergymeasure.backends.tokenize import eos_token_ids, prepare_prompts
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.errors import BackendError
-from llenergymeasure.measure.latency import RequestTiming
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -107,11 +106,7 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        eos = self.model.generation_config.eos_token_id
-        eos_list = eos if isinstance(eos, list) else [eos]
-        self.eos_ids = {int(e) for e in eos_list if e is not None}
-        if self.tokenizer.eos_token_id is not None:
-            self.eos_ids.add(int(self.tokenizer.eos_token_id))
+        self.eos_ids = eos_token_ids(self.tokenizer, self.model.generation_config)
         if self.settings.decoding == "sample":
             torch.manual_seed(self.settings.seed or 0)
 
@@ -141,8 +136,10 @@ class TransformersBackend:
         )
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def run(self, prompts: Sequence[PreparedPrompt]) -> list[RequestTiming]:
-        """Generate the prompts in consecutive batches of `batch_size`."""
+    def run(
+        self, prompts: Sequence[PreparedPrompt], *, offline: bool = False
+    ) -> list[RequestTiming]:
+        """Generate the prompts in consecutive batches of `batch_size` (always offline)."""
         size = self.settings.batch_size
         arrival_s = time.perf_counter()  # offline: every request is there from the start
         timings: list[RequestTiming] = []
@@ -150,6 +147,15 @@ class TransformersBackend:
             batch = prompts[first : first + size]
             timings += self.generate(batch, batch_index, first, arrival_s)
         return timings
+
+    def reset_caches(self) -> CacheState:
+        """Nothing to drop: `generate` builds a new KV cache for every batch."""
+        return CacheState(
+            prefix_caching=False,
+            reset=False,
+            note="transformers: generate builds a new KV cache per batch; nothing is "
+            "carried from the warmup or between batches",
+        )
 
     def close(self) -> None:
         """Nothing to release: the model lives in this process."""
@@ -200,11 +206,19 @@ class TransformersBackend:
         """The loaded model's transformers config."""
         return self.model.config
 
-    def peak_device_memory_mb(self) -> float | None:
-        """Peak CUDA memory allocated by torch, or None on CPU."""
+    def reset_peak_device_memory(self) -> None:
+        """Start a new CUDA memory peak (before the window)."""
         if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        return None
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def device_memory_mb(self) -> tuple[float | None, float | None]:
+        """CUDA memory allocated by torch now and at its peak since the reset; None on CPU."""
+        if self.device.type != "cuda":
+            return None, None
+        return (
+            torch.cuda.memory_allocated(self.device) / 2**20,
+            torch.cuda.max_memory_allocated(self.device) / 2**20,
+        )
 
     def versions(self) -> dict[str, str]:
         """Torch and transformers versions."""

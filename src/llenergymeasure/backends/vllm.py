@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
-from llenergymeasure.backends.base import PreparedPrompt
-from llenergymeasure.backends.tokenize import prepare_prompts
+from llenergymeasure.backends.base import CacheState, PreparedPrompt, RequestTiming
+from llenergymeasure.backends.tokenize import eos_token_ids, prepare_prompts
 from llenergymeasure.config.models import ExperimentConfig, VllmSettings
 from llenergymeasure.errors import BackendError
-from llenergymeasure.measure.latency import RequestTiming
 
 # VllmSettings fields that are engine arguments of the same name (None: vLLM's default).
 ENGINE_FIELDS = (
@@ -112,7 +111,7 @@ class VllmBackend:
                 f"engine setting(s) {', '.join(unknown)} (settings.vllm.engine_kwargs)"
             )
         self.tokenizer = AutoTokenizer.from_pretrained(self.config.model.path)
-        self.eos_ids = {int(self.tokenizer.eos_token_id)} if self.tokenizer.eos_token_id else set()
+        self.eos_ids = eos_token_ids(self.tokenizer, generation_config(self.config.model.path))
         try:
             self.engine = self.loop.run_until_complete(self._start(AsyncEngineArgs(**kwargs)))
         except Exception as e:  # vLLM raises ValueError/TypeError/RuntimeError on bad settings
@@ -149,16 +148,44 @@ class VllmBackend:
     def run(
         self,
         prompts: Sequence[PreparedPrompt],
+        *,
+        offline: bool = False,
         arrival_offsets: Sequence[float] | None = None,
     ) -> list[RequestTiming]:
         """Submit every prompt on its arrival schedule; collect per-token arrival times.
 
         Args:
             prompts: The requests.
+            offline: Submit all at once whatever the run's `arrival` (warmup).
             arrival_offsets: Submission offsets in seconds (default: the run's `arrival`).
         """
-        offsets = list(arrival_offsets or arrival_offsets_s(self.engine_settings, len(prompts)))
+        if offline:
+            offsets = [0.0] * len(prompts)
+        else:
+            offsets = list(arrival_offsets or arrival_offsets_s(self.engine_settings, len(prompts)))
         return self.loop.run_until_complete(self._run_all(prompts, offsets))
+
+    def prefix_caching(self) -> bool:
+        """Whether the running engine has automatic prefix caching on."""
+        return bool(self.engine.vllm_config.cache_config.enable_prefix_caching)
+
+    def reset_caches(self) -> CacheState:
+        """Empty the prefix cache, so the window reuses nothing from the warmup."""
+        if not self.prefix_caching():
+            return CacheState(
+                prefix_caching=False,
+                reset=False,
+                note="vLLM prefix caching off: every prefill is computed in full",
+            )
+        done = bool(self.loop.run_until_complete(self.engine.reset_prefix_cache()))
+        if not done:
+            raise BackendError("vllm could not reset its prefix cache before the window")
+        return CacheState(
+            prefix_caching=True,
+            reset=True,
+            note="vLLM prefix caching on (requested): the cache was reset before the window "
+            "and between passes, so hits come from the window's own shared prefixes",
+        )
 
     async def _run_all(
         self, prompts: Sequence[PreparedPrompt], offsets: list[float]
@@ -177,13 +204,16 @@ class VllmBackend:
         delay_s = submit_at_s - time.perf_counter()
         if delay_s > 0:
             await asyncio.sleep(delay_s)
-        # The request arrives at its scheduled time and goes straight to the engine, which
-        # queues it internally: that wait is part of its TTFT.
+        # The request is due at its scheduled time: TTFT and latency count from then, so an
+        # event loop that submits late does not hide the lateness (coordinated omission).
+        # The engine queues it internally: that wait is part of its service TTFT.
         self._next_id += 1
         request_id = f"llem-{self._next_id}"
         times: list[float] = []
+        chunks: list[int] = []
         ids: list[int] = []
         finish_reason = None
+        cached: int | None = None
         submit_s = time.perf_counter()
         stream = self.engine.generate(
             {"prompt_token_ids": list(prompt.token_ids)}, params, request_id
@@ -191,18 +221,24 @@ class VllmBackend:
         async for output in stream:
             now = time.perf_counter()
             completion = output.outputs[0]
-            times.extend([now] * len(completion.token_ids))
-            ids.extend(completion.token_ids)
-            finish_reason = completion.finish_reason
+            if completion.token_ids:
+                times.extend([now] * len(completion.token_ids))
+                chunks.append(len(completion.token_ids))
+                ids.extend(completion.token_ids)
+            finish_reason = completion.finish_reason or finish_reason
+            if output.num_cached_tokens is not None:
+                cached = int(output.num_cached_tokens)
         return RequestTiming(
             index=index,
             batch_index=0,
             input_tokens=len(prompt.token_ids),
-            arrival_s=submit_s,
+            arrival_s=submit_at_s,
             submit_s=submit_s,
             token_times_s=tuple(times),
             output_ids=tuple(ids),
             stopped_by_eos=finish_reason == "stop" and bool(ids) and ids[-1] in self.eos_ids,
+            chunk_sizes=tuple(chunks),
+            cached_prompt_tokens=cached,
         )
 
     def close(self) -> None:
@@ -224,9 +260,12 @@ class VllmBackend:
 
         return AutoConfig.from_pretrained(self.config.model.path)
 
-    def peak_device_memory_mb(self) -> float | None:
+    def reset_peak_device_memory(self) -> None:
+        """Nothing to reset here: the engine's memory lives in its own process."""
+
+    def device_memory_mb(self) -> tuple[float | None, float | None]:
         """Not observable from here: the engine runs in its own process."""
-        return None
+        return None, None
 
     def versions(self) -> dict[str, str]:
         """vLLM, torch and transformers versions and the platform vLLM ran on."""
@@ -239,6 +278,16 @@ class VllmBackend:
             "torch": torch.__version__,
             "transformers": version("transformers"),
         }
+
+
+def generation_config(path: str) -> Any:
+    """The model's generation config (EOS ids), or None where it has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except OSError:
+        return None
 
 
 def vllm_version() -> str:

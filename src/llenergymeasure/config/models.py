@@ -36,7 +36,12 @@ class VllmSettings(StrictModel):
     )
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory share.")
     kv_cache_dtype: str | None = Field(None, description="KV cache dtype, e.g. auto, fp8.")
-    enable_prefix_caching: bool | None = Field(None, description="Automatic prefix caching.")
+    enable_prefix_caching: bool = Field(
+        False,
+        description="Automatic prefix caching. Off by default here (vLLM's own default is on): "
+        "every window prefill is computed in full. When on, the cache is still reset before "
+        "the window and between passes, and the result counts the window's cache hits.",
+    )
     block_size: int | None = Field(None, ge=1, description="KV cache block size in tokens.")
     max_num_batched_tokens: int | None = Field(
         None, ge=1, description="Token budget of one scheduler step."
@@ -244,15 +249,48 @@ class MeasurementConfig(StrictModel):
         3600.0, ge=0, description="Reuse a campaign's idle baseline for this host+device this long."
     )
     cooldown_max_s: float = Field(
-        60.0, ge=0, description="Longest wait for device power/temperature to settle to idle."
+        60.0,
+        ge=0,
+        description="Longest wait, before every measured run, for device power/temperature "
+        "to settle to idle (0 disables).",
     )
     warmup_batches: int = Field(
-        1, ge=0, description="Batches generated before the measurement window (excluded)."
+        1,
+        ge=0,
+        description="Fewest batches generated before the measurement window (excluded); "
+        "0 disables the warmup.",
+    )
+    warmup_max_batches: int = Field(
+        10, ge=1, description="Most warmup batches: the warmup stops here even if not stable."
+    )
+    warmup_cv_threshold: float = Field(
+        0.1,
+        gt=0,
+        description="Warmup is stable when the coefficient of variation of per-batch latency "
+        "per output token over the last `warmup_cv_batches` batches is below this.",
+    )
+    warmup_cv_batches: int = Field(
+        3, ge=2, description="Batches over which warmup stability is judged (k)."
+    )
+    min_window_s: float = Field(
+        0.0,
+        ge=0,
+        description="Shortest measurement window: the prompt set is generated again (passes) "
+        "until the window lasts this long; 0 = one pass.",
+    )
+    max_window_passes: int = Field(
+        100, ge=1, description="Most passes over the prompt set that `min_window_s` may add."
     )
     gap_s: float = Field(
         0.0, ge=0, description="Fixed pause before each measured run on a device (heat soak)."
     )
     pue: float = Field(1.0, ge=1.0, description="Power usage effectiveness of the facility.")
+    rank_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="Multi-process runs: when one rank fails, the others are stopped after "
+        "this many seconds (then killed).",
+    )
     country_iso_code: str = Field(
         "USA", pattern=r"^[A-Z]{3}$", description="ISO 3166 alpha-3 country for carbon intensity."
     )
@@ -260,18 +298,33 @@ class MeasurementConfig(StrictModel):
         None, ge=0, description="Grid carbon intensity; default: the country's (CodeCarbon data)."
     )
 
+    @model_validator(mode="after")
+    def _check_warmup(self) -> MeasurementConfig:
+        if self.warmup_batches > self.warmup_max_batches:
+            raise ValueError(
+                f"warmup_batches ({self.warmup_batches}) exceeds warmup_max_batches "
+                f"({self.warmup_max_batches})"
+            )
+        return self
+
 
 class AnalysisConfig(StrictModel):
     """How repeats are folded into summary statistics."""
 
     bootstrap_resamples: int = Field(
-        2000, ge=1000, description="Bootstrap resamples for confidence intervals."
+        2000, ge=1000, description="Bootstrap resamples of BCa intervals (`ci_method: bca`)."
     )
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    ci_method: Literal["t", "bca"] = Field(
+        "t",
+        description="Interval of the mean over repeats: `t` (Student-t, any n ≥ 2) or `bca` "
+        "(BCa bootstrap of `bootstrap_resamples`, seeded; used only where n ≥ 10, the "
+        "t-interval below that). The summary records the method used per metric.",
+    )
     cv_threshold: float = Field(
         0.1, gt=0, description="Coefficient of variation above which `high_variance` is set."
     )
-    seed: int = Field(0, ge=0, description="Bootstrap seed.")
+    seed: int = Field(0, ge=0, description="Bootstrap seed (`ci_method: bca`).")
 
 
 class Campaign(StrictModel):

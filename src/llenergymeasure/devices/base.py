@@ -17,9 +17,11 @@ class DeviceInfo:
         device: Stable id, e.g. ``gpu:0`` or ``rapl:package-0``.
         name: Human-readable model name.
         has_counter: Whether it exposes a cumulative energy counter.
-        has_power: Whether it exposes instantaneous power.
+        has_power: Whether it exposes a power reading (which one: ``power_field``).
         persistence_mode: NVIDIA persistence mode (None where not applicable).
         notes: Facts a reader of the result should know (e.g. MIG).
+        power_field: The power reading ``read()`` polls, e.g. ``nvml_power_instant``
+            (None where there is none, or the source has one kind only).
     """
 
     device: str
@@ -28,6 +30,7 @@ class DeviceInfo:
     has_power: bool
     persistence_mode: bool | None = None
     notes: tuple[str, ...] = ()
+    power_field: str | None = None
 
 
 @dataclass(frozen=True)

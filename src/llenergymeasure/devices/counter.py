@@ -93,12 +93,19 @@ class CounterMeter(EnergyMeter):
         throttle_s, reasons = throttle_summary(samples, self.source.throttle_names)
         temperatures = [s.temperature_c for s in samples if s.temperature_c is not None]
         notes = list(info.notes)
+        power_field = info.power_field if polled_j is not None else None
+        polled = "power" if power_field is None else f"power ({power_field})"
         if counter_j is not None:
             energy_j, method = counter_j, self.source.counter_method
+            if polled_j is not None:
+                notes.append(
+                    f"{polled} polled every {self.sampler.interval_s:g} s and integrated "
+                    "(trapezoid) as a cross-check of the counter"
+                )
         elif polled_j is not None:
             energy_j, method = polled_j, self.source.polling_method
             notes.append(
-                f"no energy counter: power polled every {self.sampler.interval_s:g} s and "
+                f"no energy counter: {polled} polled every {self.sampler.interval_s:g} s and "
                 "integrated (trapezoid)"
             )
         else:
@@ -124,6 +131,7 @@ class CounterMeter(EnergyMeter):
             method=method,
             confidence="measured",
             polled_energy_j=polled_j if counter_j is not None else None,
+            power_field=power_field,
             counter_polling_diff_pct=(
                 (polled_j - counter_j) / counter_j * 100 if both else None  # type: ignore[operator]
             ),

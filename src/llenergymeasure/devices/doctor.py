@@ -15,7 +15,10 @@ def probe_all() -> list[tuple[str, bool, str]]:
         details = []
         for d in nvml.devices():
             how = "energy counter" if d.has_counter else "power polling only"
-            details.append(f"{d.device} {d.name}: {how}" + "".join(f"; {n}" for n in d.notes))
+            power = f"; power polled: {d.power_field}" if d.power_field else "; no power reading"
+            details.append(
+                f"{d.device} {d.name}: {how}{power}" + "".join(f"; {n}" for n in d.notes)
+            )
         nvml.close()
         rows.append(("nvml (GPU, measured)", True, "\n".join(details)))
     except MeterError as e:

@@ -26,6 +26,13 @@ THROTTLE_REASONS = {
 }
 THROTTLE_MASK = sum(THROTTLE_REASONS)
 
+# The power readings NvmlSource can poll (DeviceInfo.power_field, DeviceEnergy.power_field).
+POWER_INSTANT = "nvml_power_instant"
+POWER_USAGE = "nvml_power_usage (~1 s moving average on Ampere and later)"
+# Field ids and scope of pynvml, with NVML's values for a pynvml that lacks the names.
+FI_DEV_POWER_INSTANT = 186
+POWER_SCOPE_GPU = 0
+
 
 def translate_errors(func: Callable[..., T]) -> Callable[..., T]:
     """Turn pynvml errors into MeterError at the vendor boundary."""
@@ -51,6 +58,24 @@ def _optional(call: Callable[[], T]) -> T | None:
         return None
 
 
+def instant_power_mw(nvml: Any, handle: Any) -> int:
+    """The GPU's instantaneous power (mW): field NVML_FI_DEV_POWER_INSTANT, scope GPU.
+
+    ``nvmlDeviceGetPowerUsage`` is a ~1 s moving average on Ampere and later GPUs; this
+    field, where the driver has it, is not (Zeus reads it the same way).
+
+    Raises:
+        pynvml.NVMLError: The call failed, or the field's own return code is an error
+            (NOT_SUPPORTED on GPUs or drivers without it).
+    """
+    field_id = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", FI_DEV_POWER_INSTANT)
+    scope = getattr(nvml, "NVML_POWER_SCOPE_GPU", POWER_SCOPE_GPU)
+    (value,) = nvml.nvmlDeviceGetFieldValues(handle, [(field_id, scope)])
+    if value.nvmlReturn != nvml.NVML_SUCCESS:
+        raise nvml.NVMLError(value.nvmlReturn)
+    return int(value.value.uiVal)
+
+
 def visible_device_keys(environ: dict[str, str] | None = None) -> list[str] | None:
     """Entries of CUDA_VISIBLE_DEVICES (indices or UUIDs), or None when it is unset."""
     value = (environ if environ is not None else os.environ).get("CUDA_VISIBLE_DEVICES")
@@ -60,7 +85,12 @@ def visible_device_keys(environ: dict[str, str] | None = None) -> list[str] | No
 
 
 class NvmlSource(DeviceSource):
-    """The GPUs this process may use (CUDA_VISIBLE_DEVICES respected), read through NVML."""
+    """The GPUs this process may use (CUDA_VISIBLE_DEVICES respected), read through NVML.
+
+    Power is polled from the instantaneous power field where the driver answers it, else
+    from ``nvmlDeviceGetPowerUsage`` (a ~1 s moving average on Ampere and later); each
+    GPU's choice is its ``DeviceInfo.power_field``.
+    """
 
     counter_method = "nvml_counter"
     polling_method = "nvml_power_polling"
@@ -104,7 +134,8 @@ class NvmlSource(DeviceSource):
     def _describe(self, position: int, handle: Any) -> DeviceInfo:
         nvml = self._nvml
         has_counter = _optional(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
-        has_power = _optional(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+        instant_mw = _optional(lambda: instant_power_mw(nvml, handle))
+        usage_mw = _optional(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
         mig = _optional(lambda: nvml.nvmlDeviceGetMigMode(handle))
         persistence = _optional(lambda: nvml.nvmlDeviceGetPersistenceMode(handle))
         notes = []
@@ -112,23 +143,43 @@ class NvmlSource(DeviceSource):
             notes.append(
                 "MIG is enabled: the energy is that of the whole parent GPU, not of one slice"
             )
+        power_field = None
+        # A field that reads 0 W while the averaged power does not is taken as unsupported.
+        if instant_mw is not None and (instant_mw > 0 or not usage_mw):
+            power_field = POWER_INSTANT
+        elif usage_mw is not None:
+            power_field = POWER_USAGE
+            notes.append(
+                "the instantaneous power field (NVML_FI_DEV_POWER_INSTANT) is not available: "
+                "power is nvmlDeviceGetPowerUsage, a ~1 s moving average on Ampere and later "
+                "GPUs, so the polled power lags changes by ~0.5 s"
+            )
         index = nvml.nvmlDeviceGetIndex(handle)
         return DeviceInfo(
             device=f"gpu:{index}",
             name=str(nvml.nvmlDeviceGetName(handle)),
             has_counter=has_counter is not None,
-            has_power=has_power is not None,
+            has_power=power_field is not None,
             persistence_mode=None if persistence is None else bool(persistence),
             notes=tuple(notes),
+            power_field=power_field,
         )
 
     def devices(self) -> list[DeviceInfo]:
         """The visible GPUs."""
         return list(self._infos)
 
+    def _power_mw(self, handle: Any, info: DeviceInfo) -> int | None:
+        """The power reading chosen for this GPU at ``_describe`` (mW), None without one."""
+        if info.power_field == POWER_INSTANT:
+            return instant_power_mw(self._nvml, handle)
+        if info.power_field == POWER_USAGE:
+            return int(self._nvml.nvmlDeviceGetPowerUsage(handle))
+        return None
+
     @translate_errors
     def read(self) -> list[DeviceSample]:
-        """Energy, power and telemetry of every visible GPU."""
+        """Energy, power (the reading in ``DeviceInfo.power_field``) and telemetry of every GPU."""
         nvml = self._nvml
         samples = []
         for handle, info in zip(self._handles, self._infos, strict=True):
@@ -136,9 +187,9 @@ class NvmlSource(DeviceSource):
             energy_mj = (
                 nvml.nvmlDeviceGetTotalEnergyConsumption(handle) if info.has_counter else None
             )
-            power_mw = nvml.nvmlDeviceGetPowerUsage(handle) if info.has_power else None
-            memory = _optional(lambda h=handle: nvml.nvmlDeviceGetMemoryInfo(h))
-            util = _optional(lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h))
+            power_mw = self._power_mw(handle, info)
+            memory = _optional(functools.partial(nvml.nvmlDeviceGetMemoryInfo, handle))
+            util = _optional(functools.partial(nvml.nvmlDeviceGetUtilizationRates, handle))
             samples.append(
                 DeviceSample(
                     device=info.device,
@@ -146,19 +197,21 @@ class NvmlSource(DeviceSource):
                     energy_j=None if energy_mj is None else energy_mj / 1000,
                     power_w=None if power_mw is None else power_mw / 1000,
                     temperature_c=_optional(
-                        lambda h=handle: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)
+                        functools.partial(
+                            nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU
+                        )
                     ),
                     sm_clock_mhz=_optional(
-                        lambda h=handle: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM)
+                        functools.partial(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_SM)
                     ),
                     mem_clock_mhz=_optional(
-                        lambda h=handle: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM)
+                        functools.partial(nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_MEM)
                     ),
                     memory_used_mb=None if memory is None else memory.used / 2**20,
                     gpu_util_pct=None if util is None else util.gpu,
                     mem_util_pct=None if util is None else util.memory,
                     throttle_reasons=_optional(
-                        lambda h=handle: nvml.nvmlDeviceGetCurrentClocksEventReasons(h)
+                        functools.partial(nvml.nvmlDeviceGetCurrentClocksEventReasons, handle)
                     ),
                 )
             )

@@ -3,7 +3,8 @@
 calflops (0.3.2) with transformers 5: its tokenizer path fails (`encode_plus`), so real
 `input_ids` go through `kwargs`; a failed call leaves hooks installed that inflate later
 counts, so counting stops at the first failure; SDPA attention is invisible to it, so the
-model is loaded with eager attention.
+model is loaded with eager attention; so are transformers' fused MoE experts (`grouped_mm`, the
+default for Mixtral/Qwen-MoE/DeepSeek), so experts are loaded eager too (one linear per expert).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def profile(model_path: str, shapes: tuple[tuple[int, int], ...] = SHAPES) -> di
     result: dict[str, Any] = {
         "model": model_path,
         "attention": "eager",
+        "experts": "eager",
         "shapes": [],
         "ratio": None,
         "null_reason": None,
@@ -36,7 +38,10 @@ def profile(model_path: str, shapes: tuple[tuple[int, int], ...] = SHAPES) -> di
         result["calflops_version"] = version("calflops")
         torch.set_num_threads(1)
         model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=torch.float32, attn_implementation="eager"
+            model_path,
+            dtype=torch.float32,
+            attn_implementation="eager",
+            experts_implementation="eager",
         )
         arch = Architecture.from_config(model.config)
         generator = torch.Generator().manual_seed(0)

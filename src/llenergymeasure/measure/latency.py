@@ -3,59 +3,72 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from llenergymeasure.backends.base import RequestTiming
 from llenergymeasure.results.models import Latency, RequestResult, Stats
 
 
-@dataclass(frozen=True)
-class RequestTiming:
-    """Raw timing of one request, on one monotonic clock (seconds).
+def observed_intervals(timing: RequestTiming) -> tuple[list[float], int]:
+    """Intervals between consecutive token arrivals, and how many were not observable.
 
-    Attributes:
-        index: Position of the prompt in the run.
-        batch_index: Batch the prompt was generated in.
-        input_tokens: Prompt tokens, padding excluded.
-        arrival_s: When the request became available (offline runs: the window start).
-        submit_s: When it was handed to the engine (transformers: its batch's start).
-        token_times_s: Arrival time of each counted output token.
-        output_ids: The counted output token ids (EOS included, nothing after it).
-        stopped_by_eos: Whether generation ended on EOS (else on the length limit).
+    Tokens delivered together in one chunk share one arrival time: the intervals between
+    them are unknown (not 0), so they are left out and counted.
     """
+    times = timing.token_times_s
+    sizes = timing.chunk_sizes or (1,) * len(times)
+    arrivals: list[float] = []
+    position = 0
+    for size in sizes:
+        arrivals.append(times[position])
+        position += size
+    intervals = np.diff(np.asarray(arrivals, dtype=float)).tolist()
+    return intervals, sum(size - 1 for size in sizes)
 
-    index: int
-    batch_index: int
-    input_tokens: int
-    arrival_s: float
-    submit_s: float
-    token_times_s: tuple[float, ...]
-    output_ids: tuple[int, ...]
-    stopped_by_eos: bool
 
+def request_result(timing: RequestTiming, pass_index: int = 0) -> RequestResult:
+    """Derive TTFT (from the due time and from the hand-over), latency and ITL of a request.
 
-def request_result(timing: RequestTiming) -> RequestResult:
-    """Derive TTFT, latency and inter-token intervals of one request."""
-    times = np.asarray(timing.token_times_s, dtype=float)
+    A request that yielded no token has null TTFT and latency, with the reason.
+    """
+    times = timing.token_times_s
+    common = {
+        "index": timing.index,
+        "batch_index": timing.batch_index,
+        "pass_index": pass_index,
+        "input_tokens": timing.input_tokens,
+        "output_tokens": len(times),
+        "stopped_by_eos": timing.stopped_by_eos,
+        "queue_s": float(timing.submit_s - timing.arrival_s),
+        "cached_prompt_tokens": timing.cached_prompt_tokens,
+    }
+    if not times:
+        return RequestResult(
+            **common,
+            ttft_s=None,
+            service_ttft_s=None,
+            latency_s=None,
+            itl_s=[],
+            null_reason="the request yielded no token",
+        )
+    intervals, excluded = observed_intervals(timing)
     return RequestResult(
-        index=timing.index,
-        batch_index=timing.batch_index,
-        input_tokens=timing.input_tokens,
-        output_tokens=len(times),
-        stopped_by_eos=timing.stopped_by_eos,
-        queue_s=float(timing.submit_s - timing.arrival_s),
+        **common,
         ttft_s=float(times[0] - timing.arrival_s),
+        service_ttft_s=float(times[0] - timing.submit_s),
         latency_s=float(times[-1] - timing.arrival_s),
-        itl_s=np.diff(times).tolist(),
+        itl_s=intervals,
+        itl_excluded=excluded,
     )
 
 
-def stats(values: Sequence[float]) -> Stats | None:
-    """Summary statistics, or None for an empty sample."""
-    if len(values) == 0:
+def stats(values: Sequence[float | None]) -> Stats | None:
+    """Summary statistics of the non-null values, or None for an empty sample."""
+    present = [v for v in values if v is not None]
+    if not present:
         return None
-    a = np.asarray(values, dtype=float)
+    a = np.asarray(present, dtype=float)
     p50, p95, p99 = np.percentile(a, [50, 95, 99])
     return Stats(
         n=len(a),
@@ -72,15 +85,28 @@ def latency_summary(requests: Sequence[RequestResult]) -> Latency:
     """Pool the requests' samples into run-level statistics (percentiles after pooling)."""
     itl = [x for r in requests for x in r.itl_s]
     trimmed = [x for r in requests for x in r.itl_s[1:-1]]
+    excluded = sum(r.itl_excluded for r in requests)
+    empty = sum(1 for r in requests if r.output_tokens == 0)
     notes = []
     if not itl:
-        notes.append("itl_s is null: no request generated two or more tokens")
+        notes.append("itl_s is null: no request delivered tokens at two or more arrivals")
     if not trimmed:
-        notes.append("itl_trimmed_s is null: no request generated four or more tokens")
+        notes.append("itl_trimmed_s is null: no request delivered tokens at four or more arrivals")
+    if excluded:
+        notes.append(
+            f"{excluded} intervals inside multi-token chunks are not observable and are "
+            "excluded from itl_s (not counted as 0)"
+        )
+    if empty:
+        notes.append(f"{empty} requests yielded no token: left out of TTFT and latency")
     return Latency(
         ttft_s=stats([r.ttft_s for r in requests]),
+        service_ttft_s=stats([r.service_ttft_s for r in requests]),
+        queue_s=stats([r.queue_s for r in requests]),
         itl_s=stats(itl),
         itl_trimmed_s=stats(trimmed),
         request_latency_s=stats([r.latency_s for r in requests]),
+        itl_excluded_intervals=excluded,
+        zero_token_requests=empty,
         notes=notes,
     )

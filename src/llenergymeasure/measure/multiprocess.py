@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import traceback
 from pathlib import Path
 
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.errors import LlemError
-from llenergymeasure.results.aggregate import aggregate
-from llenergymeasure.results.io import write_model_atomic
+from llenergymeasure.measure.aggregate import aggregate
+from llenergymeasure.results.io import write_model_atomic, write_text_atomic
 from llenergymeasure.results.models import RunResult
+
+KILL_AFTER_S = 5.0  # after SIGTERM, a rank that still runs is killed
 
 
 def _free_port() -> int:
@@ -31,10 +36,13 @@ def rank_env(config: ExperimentConfig, rank: int, world: int, port: int) -> dict
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(port),
     }
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if config.measurement.device == "cuda":
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = visible.split(",") if visible else [str(i) for i in range(world)]
         env["CUDA_VISIBLE_DEVICES"] = gpus[rank]  # the rank meters (and uses) its GPU only
+    elif config.measurement.meter == "nvml" and visible and len(visible.split(",")) >= world:
+        # A CPU run metering GPUs: each GPU is metered (and idle-baselined) by one rank.
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[rank::world])
     return env
 
 
@@ -45,6 +53,8 @@ def run_ranks(
     world = config.settings.processes
     port = _free_port()
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*out_dir.glob("process_*.json"), *out_dir.glob("process_*.error")]:
+        stale.unlink()  # a previous attempt's ranks must not be aggregated
     ranks = [
         subprocess.Popen(
             [
@@ -63,14 +73,62 @@ def run_ranks(
         )
         for rank in range(world)
     ]
-    codes = [p.wait() for p in ranks]
-    if any(codes):
-        raise LlemError(f"ranks exited with {codes}: see this run's log")
+    _wait_all(ranks, out_dir, config.measurement.rank_grace_s)
     files = [f"process_{rank}.json" for rank in range(world)]
     results = [RunResult.model_validate_json((out_dir / f).read_bytes()) for f in files]
     result = aggregate(results, files)
     write_model_atomic(out_dir / "result.json", result)
     return result
+
+
+def _wait_all(ranks: list[subprocess.Popen[bytes]], out_dir: Path, grace_s: float) -> None:
+    """Wait for every rank; when one fails, stop the others within `grace_s` and raise.
+
+    Raises:
+        LlemError: With the first failed rank's own error.
+    """
+    failed: list[int] = []
+    deadline_s: float | None = None
+    while True:
+        codes = [p.poll() for p in ranks]
+        failed += [i for i, c in enumerate(codes) if c not in (None, 0) and i not in failed]
+        running = [p for p in ranks if p.poll() is None]
+        if not running:
+            break
+        if failed and deadline_s is None:
+            deadline_s = time.monotonic() + grace_s
+        if deadline_s is not None and time.monotonic() > deadline_s:
+            _stop(running)
+            break
+        time.sleep(0.1)
+    if failed:
+        rank = failed[0]
+        others = [i for i in range(len(ranks)) if i != rank]
+        raise LlemError(
+            f"{_rank_error(out_dir, rank, ranks[rank].returncode)}; the other ranks "
+            f"({', '.join(map(str, others))}) were stopped"
+        )
+
+
+def _stop(running: list[subprocess.Popen[bytes]]) -> None:
+    for p in running:
+        p.terminate()
+    end_s = time.monotonic() + KILL_AFTER_S
+    for p in running:
+        try:
+            p.wait(timeout=max(0.0, end_s - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _rank_error(out_dir: Path, rank: int, code: int | None) -> str:
+    path = out_dir / f"process_{rank}.error"
+    if path.exists():
+        return f"rank {rank} failed: {path.read_text().strip()}"
+    if code is not None and code < 0:
+        return f"rank {rank} was killed by {signal.Signals(-code).name}"
+    return f"rank {rank} exited with status {code}"
 
 
 def run_rank(
@@ -97,6 +155,12 @@ def run_rank(
             sync=dist.barrier,
         )
         write_model_atomic(out_dir / f"process_{rank}.json", result)
+    except Exception as e:
+        # The launcher reports the first failed rank's own error, not only its exit status.
+        line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        write_text_atomic(out_dir / f"process_{rank}.error", f"{type(e).__name__}: {line}\n")
+        traceback.print_exc()
+        raise
     finally:
         dist.destroy_process_group()
     return result

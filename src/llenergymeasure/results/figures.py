@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from llenergymeasure.results.summary import ci_label  # noqa: E402
+
 DPI = 300
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -50,6 +52,12 @@ def energy_vs_batch(summary: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     data = summary.dropna(subset=["energy_per_output_token_j_mean"])
     data = data.assign(series=data.apply(_series_label, axis=1))
+    # A t-interval of few repeats can reach below 0; on the log axis its band is cut at a
+    # floor under every positive value (the title says so), not dropped.
+    lows = data["energy_per_output_token_j_ci_low"].to_numpy(float)
+    positive = [v for v in (*data["energy_per_output_token_j_mean"], *lows) if v > 0]
+    floor = 0.5 * min(positive) if positive else None
+    cut = bool(np.nan_to_num(lows, nan=1.0).min(initial=1.0) <= 0)
     for (name, group), style in zip(data.groupby("series", sort=True), _styles(), strict=False):
         ordered = group.sort_values("batch_size")
         x = ordered["batch_size"].to_numpy(float)
@@ -58,12 +66,20 @@ def energy_vs_batch(summary: pd.DataFrame, path: Path) -> None:
         low = ordered["energy_per_output_token_j_ci_low"].to_numpy(float)
         high = ordered["energy_per_output_token_j_ci_high"].to_numpy(float)
         if not np.isnan(low).all():
+            low = np.where(low > 0, low, floor if floor is not None else np.nan)
             ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    if cut and floor is not None:
+        ax.set_ylim(bottom=floor)
     ax.set_xlabel("batch size (max_num_seqs for vLLM)")
     ax.set_ylabel("energy per output token (J)")
-    ax.set_title(f"Energy per token ({_energy_label(summary)}); bands: 95 % CI", fontsize=9)
+    ax.set_title(
+        f"Energy per token ({_energy_label(summary)})\n"
+        f"bands: {ci_label(summary, ['energy_per_output_token_j'])}"
+        f"{'; bounds ≤ 0 cut at the axis' if cut else ''}",
+        fontsize=9,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.config.models import ExperimentConfig
 
-SCHEMA_VERSION = "1.4.0"
+SCHEMA_VERSION = "1.5.0"
 
 
 class ResultModel(BaseModel):
@@ -34,17 +34,35 @@ class RequestResult(ResultModel):
 
     index: int
     batch_index: int
+    pass_index: int = Field(0, description="Pass over the prompt set (see `min_window_s`).")
     input_tokens: int = Field(..., description="Prompt tokens, padding excluded.")
     output_tokens: int = Field(..., description="Generated tokens up to and including EOS.")
     stopped_by_eos: bool
     queue_s: float = Field(
         ...,
-        description="Arrival to hand-over to the engine (transformers: waiting for earlier "
-        "static batches; vLLM queues inside the engine, so 0 and its wait is in TTFT).",
+        description="Arrival (due time) to hand-over to the engine: transformers waits for "
+        "earlier static batches; vLLM with scheduled arrivals, the client's lateness (vLLM "
+        "queues inside the engine, and that wait is in service TTFT).",
     )
-    ttft_s: float = Field(..., description="Arrival to first token (queueing included).")
-    latency_s: float = Field(..., description="Arrival to last token.")
-    itl_s: list[float] = Field(..., description="Intervals between consecutive output tokens.")
+    ttft_s: float | None = Field(
+        ..., description="Arrival (due time) to first token, queueing included."
+    )
+    service_ttft_s: float | None = Field(None, description="Hand-over to first token.")
+    latency_s: float | None = Field(..., description="Arrival (due time) to last token.")
+    itl_s: list[float] = Field(
+        ...,
+        description="Observed intervals between consecutive token arrivals (intervals inside "
+        "a multi-token chunk are not observable and are left out).",
+    )
+    itl_excluded: int = Field(
+        0, description="Intervals inside multi-token chunks, left out of `itl_s`."
+    )
+    cached_prompt_tokens: int | None = Field(
+        None, description="Prompt tokens served from the engine's prefix cache (None: unknown)."
+    )
+    null_reason: str | None = Field(
+        None, description="Why TTFT/latency are null (a request that yielded no token)."
+    )
 
 
 class TokenCounts(ResultModel):
@@ -66,12 +84,20 @@ class Throughput(ResultModel):
 class Latency(ResultModel):
     """Latency statistics over the window's requests; null with a note when not defined."""
 
-    ttft_s: Stats | None
-    itl_s: Stats | None = Field(..., description="All inter-token intervals, pooled.")
+    ttft_s: Stats | None = Field(..., description="Arrival (due time) to first token.")
+    service_ttft_s: Stats | None = Field(None, description="Hand-over to first token.")
+    queue_s: Stats | None = Field(None, description="Arrival to hand-over.")
+    itl_s: Stats | None = Field(..., description="All observed inter-token intervals, pooled.")
     itl_trimmed_s: Stats | None = Field(
         ..., description="Inter-token intervals without each request's first and last."
     )
     request_latency_s: Stats | None
+    itl_excluded_intervals: int = Field(
+        0, description="Intervals inside multi-token chunks, excluded from the ITL statistics."
+    )
+    zero_token_requests: int = Field(
+        0, description="Requests that yielded no token (left out of TTFT and latency)."
+    )
     notes: list[str] = []
 
 
@@ -90,10 +116,14 @@ class DeviceEnergy(ResultModel):
     counter_polling_diff_pct: float | None = Field(
         None, description="(polled - counter) / counter, in percent."
     )
+    power_field: str | None = Field(
+        None, description="The power reading polled, e.g. nvml_power_instant; null if none."
+    )
     idle_power_w: float | None = None
     adjusted_energy_j: float | None = Field(
-        None, description="energy_j - idle_power_w * window_s, clamped at 0."
+        None, description="energy_j - idle_power_w x window; null when idle exceeds it."
     )
+    adjusted_null_reason: str | None = None
     samples: int = 0
     max_temperature_c: float | None = None
     throttle_s: float | None = Field(None, description="Time this device spent throttled.")
@@ -114,9 +144,10 @@ class Baseline(ResultModel):
     method: str
     duration_s: float
     measured_at: str | None = None
+    start_unix_s: float | None = Field(None, description="When the idle measurement began.")
+    end_unix_s: float | None = Field(None, description="When it ended.")
     age_s: float | None = Field(None, description="Age when this run used it (cache).")
     cached: bool = False
-    cooldown_s: float | None = Field(None, description="Time waited for the device to settle.")
 
 
 class MeterChoice(ResultModel):
@@ -140,8 +171,11 @@ class Energy(ResultModel):
     components_j: dict[str, float] = {}
     meter_duration_s: float | None = Field(None, description="Span the meter itself covered.")
     adjusted_energy_j: float | None = Field(
-        None, description="energy_j minus idle power x window, clamped at 0."
+        None,
+        description="energy_j minus idle power x window, per device; null (with "
+        "`adjusted_null_reason`) when the idle energy exceeds the measured one.",
     )
+    adjusted_null_reason: str | None = None
     baseline: Baseline | None = None
     pue: float = Field(1.0, description="Power usage effectiveness applied to facility energy.")
     facility_energy_j: float | None = Field(None, description="energy_j x pue.")
@@ -214,14 +248,64 @@ class NormalisedMetrics(ResultModel):
 
 
 class Memory(ResultModel):
-    """Peak memory of the run's process."""
+    """Memory of the run: after the model load, and the peak within the window."""
 
     peak_rss_mb: float = Field(
-        ..., description="Process peak RSS (getrusage), model load included."
+        ..., description="Process peak RSS over its life (getrusage), model load included."
     )
     rss_scope: str = "this process"
-    peak_device_allocated_mb: float | None = None
+    load_rss_mb: float | None = Field(None, description="Process RSS right after the load.")
+    window_peak_rss_mb: float | None = Field(
+        None, description="Process peak RSS within the window (VmHWM reset before it)."
+    )
+    window_rss_null_reason: str | None = None
+    load_device_allocated_mb: float | None = Field(
+        None, description="Accelerator memory allocated right after the load."
+    )
+    peak_device_allocated_mb: float | None = Field(
+        None, description="Peak accelerator memory allocated within the window (reset before)."
+    )
     device_null_reason: str | None = None
+
+
+class Cooldown(ResultModel):
+    """The wait for the devices to settle to idle before this run measured anything."""
+
+    cooldown_s: float | None = Field(..., description="Seconds waited; null without telemetry.")
+    settled: bool | None = Field(
+        ..., description="Whether power and temperature settled (false: stopped at max_s)."
+    )
+    max_s: float
+    null_reason: str | None = None
+
+
+class Warmup(ResultModel):
+    """The warmup before the window: batches until per-batch latency was stable."""
+
+    batches: int
+    duration_s: float
+    converged: bool | None = Field(
+        ..., description="CV under the threshold before the maximum; null when not judged."
+    )
+    final_cv: float | None = Field(None, description="CV over the last k batches.")
+    cv_threshold: float
+    cv_batches: int
+    batch_s_per_token: list[float] = Field(
+        [], description="Each warmup batch's wall time per output token."
+    )
+    note: str | None = None
+
+
+class CacheRecord(ResultModel):
+    """Whether the window could reuse cached work, and how much it did."""
+
+    prefix_caching: bool
+    reset_before_window: bool
+    window_cached_prompt_tokens: int | None = Field(
+        ..., description="Prompt tokens of the window served from the prefix cache."
+    )
+    window_prompt_tokens: int
+    note: str
 
 
 class Timing(ResultModel):
@@ -230,11 +314,14 @@ class Timing(ResultModel):
     started_at: str = Field(..., description="Window start, ISO 8601 UTC.")
     ended_at: str = Field(..., description="Window end, ISO 8601 UTC.")
     window_s: float = Field(..., description="Measurement window duration.")
+    window_passes: int = Field(1, description="Passes over the prompt set in the window.")
     model_load_s: float
     warmup_s: float
     warmup_batches: int
     window_start_unix_s: float
     window_end_unix_s: float
+    cooldown: Cooldown | None = None
+    warmup: Warmup | None = None
 
 
 class ProcessSummary(ResultModel):
@@ -269,6 +356,7 @@ class RunResult(ResultModel):
     flops: Flops | None = None
     normalised: NormalisedMetrics | None = None
     memory: Memory
+    cache: CacheRecord | None = None
     environment: dict[str, Any]
     warnings: list[str] = []
     processes: list[ProcessSummary] = Field(

@@ -1,7 +1,15 @@
-"""summary.parquet: the repeats of each configuration folded into mean, std, CI and CV."""
+"""summary.parquet: the repeats of each configuration folded into mean, std, CI and CV.
+
+Per metric: ``<metric>_{mean,std,ci_low,ci_high,cv,n}`` and ``<metric>_ci_method``, the
+interval method actually used (``t`` or ``bca``; null where n < 2). Per campaign (the same in
+every row): ``ci_confidence`` (the configured level), ``ci_method_requested`` (the configured
+`analysis.ci_method`: ``bca`` with a ``t`` per-metric method is the small-n fallback) and
+``ci_resamples`` (bootstrap resamples, used by ``bca`` only).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +32,9 @@ METRICS = (
     "flops_per_output_token",
     "tokens_per_joule",
 )
-STATS = ("mean", "std", "ci_low", "ci_high", "cv", "n")
+STATS = ("mean", "std", "ci_low", "ci_high", "cv", "n", "ci_method")
+STAT_TYPES = {"n": pa.int64(), "ci_method": pa.string()}
+"""Arrow type of each statistic that is not a float64."""
 AXES = (
     "configuration_id",
     "campaign",
@@ -48,8 +58,11 @@ SUMMARY_SCHEMA = pa.schema(
         *[RUNS_SCHEMA.field(name) for name in AXES],
         pa.field("repeats", pa.int64()),
         pa.field("run_ids", pa.list_(pa.string())),
+        pa.field("ci_confidence", pa.float64()),
+        pa.field("ci_method_requested", pa.string()),
+        pa.field("ci_resamples", pa.int64()),
         *[
-            pa.field(f"{metric}_{stat}", pa.int64() if stat == "n" else pa.float64())
+            pa.field(f"{metric}_{stat}", STAT_TYPES.get(stat, pa.float64()))
             for metric in METRICS
             for stat in STATS
         ],
@@ -67,13 +80,17 @@ def summary_rows(runs: pd.DataFrame, analysis: AnalysisConfig) -> list[dict[str,
         row: dict[str, Any] = {name: first[name] for name in AXES}
         row["repeats"] = len(group)
         row["run_ids"] = sorted(group["run_id"])
+        row["ci_confidence"] = analysis.confidence
+        row["ci_method_requested"] = analysis.ci_method
+        row["ci_resamples"] = analysis.bootstrap_resamples
         noisy = []
         for metric in METRICS:
             s = summarise(
                 group[metric].tolist(),
-                analysis.bootstrap_resamples,
-                analysis.confidence,
-                analysis.seed,
+                confidence=analysis.confidence,
+                method=analysis.ci_method,
+                resamples=analysis.bootstrap_resamples,
+                seed=analysis.seed,
             )
             for stat in STATS:
                 row[f"{metric}_{stat}"] = getattr(s, stat)
@@ -95,3 +112,42 @@ def build_summary(runs_parquet: Path, analysis: AnalysisConfig, out: Path) -> pd
     pq.write_table(table, tmp)
     tmp.replace(out)
     return table.to_pandas()
+
+
+METHOD_NAMES = {"t": "Student-t", "bca": "BCa bootstrap"}
+
+
+def n_text(ns: Sequence[int]) -> str:
+    """``n = 2`` or ``n = 2–5``: the range of sample sizes `ns`."""
+    low, high = min(ns), max(ns)
+    return f"n = {low}" if low == high else f"n = {low}–{high}"
+
+
+def confidence_text(summary: pd.DataFrame) -> str:
+    """The configured confidence level(s) in percent, from ``ci_confidence`` (e.g. ``95 %``)."""
+    if "ci_confidence" not in summary or summary["ci_confidence"].isna().all():
+        return "? %"
+    levels = sorted({float(c) for c in summary["ci_confidence"].dropna()})
+    return ", ".join(f"{round(c * 100, 6):g} %" for c in levels)
+
+
+def interval_methods(summary: pd.DataFrame, metrics: Sequence[str]) -> dict[str, list[int]]:
+    """The n of every interval in `metrics`, by the method that produced it (``t``, ``bca``)."""
+    used: dict[str, list[int]] = {}
+    for metric in metrics:
+        column = f"{metric}_ci_method"
+        if column not in summary:
+            continue
+        for method, n in zip(summary[column], summary[f"{metric}_n"], strict=True):
+            if isinstance(method, str):
+                used.setdefault(method, []).append(int(n))
+    return used
+
+
+def ci_label(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
+    """A short label of the intervals of `metrics`, e.g. ``95 % CI: Student-t, n = 2``."""
+    used = interval_methods(summary, metrics)
+    if not used:
+        return "no CI, every n < 2"
+    methods = "; ".join(f"{METHOD_NAMES.get(m, m)}, {n_text(ns)}" for m, ns in sorted(used.items()))
+    return f"{confidence_text(summary)} CI: {methods}"

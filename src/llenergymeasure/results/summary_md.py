@@ -7,6 +7,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from llenergymeasure.results.stats import BCA_MIN_N
+from llenergymeasure.results.summary import (
+    ci_label,
+    confidence_text,
+    interval_methods,
+    n_text,
+)
+
+TABLE_METRICS = (
+    "energy_per_output_token_j",
+    "adjusted_energy_per_output_token_j",
+    "output_tokens_per_s",
+    "ttft_median_s",
+    "itl_median_s",
+)
+"""Metrics shown with an interval in the table."""
+
 
 def _fmt(value: object, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
@@ -22,6 +39,34 @@ def _with_ci(row: pd.Series, metric: str) -> str:
     return f"{mean} [{_fmt(low)}, {_fmt(high)}]"
 
 
+def _interval_methods_text(summary: pd.DataFrame) -> str:
+    """The methods bullet on intervals: formula, level, n, and any BCa fallback."""
+    used = interval_methods(summary, TABLE_METRICS)
+    level = confidence_text(summary)
+    parts = []
+    if "t" in used:
+        parts.append(
+            f"Student-t, mean ± t_((1+c)/2, n−1) · s/√n at c = {level} "
+            f"({len(used['t'])} intervals, {n_text(used['t'])})"
+        )
+    if "bca" in used:
+        resamples = summary["ci_resamples"].dropna()
+        count = f"{int(resamples.iloc[0])} " if len(resamples) else ""
+        parts.append(
+            f"BCa bootstrap of the mean ({count}seeded resamples, scipy) at {level} "
+            f"({len(used['bca'])} intervals, {n_text(used['bca'])})"
+        )
+    text = "; ".join(parts) or f"none (every configuration has n < 2; level {level})"
+    requested = summary.get("ci_method_requested", pd.Series(dtype=object)).dropna()
+    if "t" in used and "bca" in set(requested):
+        text += (
+            f". BCa was requested (`analysis.ci_method: bca`) but is used only where "
+            f"n ≥ {BCA_MIN_N} and the repeats differ: the {len(used['t'])} Student-t "
+            "intervals are its fallback"
+        )
+    return text + ". Equal repeats give a zero-width interval; a single repeat, none."
+
+
 def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path: Path) -> str:
     """Markdown of the summary table and its methods."""
     provenance = json.loads(provenance_path.read_text())
@@ -29,10 +74,11 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
     lines = [
         f"# Campaign `{campaign}`",
         "",
-        "Mean over repeats with its 95 % bootstrap confidence interval in brackets (a single "
-        "repeat has none). Energy per token is per *output* token; *adjusted* subtracts idle "
-        "power × window. `!` marks a configuration whose coefficient of variation exceeds the "
-        "campaign's threshold on some metric.",
+        "Mean over repeats with its confidence interval of the mean in brackets "
+        f"({ci_label(summary, TABLE_METRICS)}; a single repeat has none). Energy per token "
+        "is per *output* token; *adjusted* subtracts idle power × window. `!` marks a "
+        "configuration whose coefficient of variation exceeds the campaign's threshold on "
+        "some metric.",
         "",
         "| model | backend | batch | dtype | quant. | n | energy/token (J) | adjusted (J) "
         "| throughput (tok/s) | TTFT p50 (s) | ITL p50 (s) | GFLOPs/token | energy source |",
@@ -78,6 +124,7 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
         f"- FLOPs: {', '.join(sorted(set(runs['flops_method'].dropna())))} "
         f"(confidence {', '.join(sorted(set(runs['flops_confidence'].dropna())))}); "
         "useful work over real tokens.",
+        f"- Intervals: {_interval_methods_text(summary)}",
         "- Latency: every output token timestamped per request; TTFT from the request's "
         "arrival (queueing included); ITL pooled over requests before percentiles.",
         f"- Hosts: {', '.join(provenance['hosts'])}. Devices: {'; '.join(provenance['devices'])}.",

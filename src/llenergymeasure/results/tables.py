@@ -52,7 +52,14 @@ NORMALISED = (
     "tokens_per_joule_adjusted",
     "tokens_per_second_per_watt",
 )
-LATENCY_QUANTITIES = ("ttft_s", "itl_s", "itl_trimmed_s", "request_latency_s")
+LATENCY_QUANTITIES = (
+    "ttft_s",
+    "service_ttft_s",
+    "queue_s",
+    "itl_s",
+    "itl_trimmed_s",
+    "request_latency_s",
+)
 
 
 def _stat_column(quantity: str, stat: str) -> str:
@@ -73,7 +80,16 @@ RUNS_SCHEMA = pa.schema(
         pa.field("prompts_source", pa.string()),
         pa.field("device", pa.string()),
         pa.field("window_s", pa.float64()),
+        pa.field("window_passes", pa.int64()),
         pa.field("model_load_s", pa.float64()),
+        pa.field("cooldown_s", pa.float64()),
+        pa.field("cooldown_settled", pa.bool_()),
+        pa.field("cooldown_null_reason", pa.string()),
+        pa.field("warmup_batches", pa.int64()),
+        pa.field("warmup_converged", pa.bool_()),
+        pa.field("warmup_final_cv", pa.float64()),
+        pa.field("prefix_caching", pa.bool_()),
+        pa.field("window_cached_prompt_tokens", pa.int64()),
         pa.field("num_requests", pa.int64()),
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
@@ -84,10 +100,13 @@ RUNS_SCHEMA = pa.schema(
             for q in LATENCY_QUANTITIES
             for s in STAT_NAMES
         ],
+        pa.field("itl_excluded_intervals", pa.int64()),
+        pa.field("zero_token_requests", pa.int64()),
         pa.field("energy_j", pa.float64()),
         pa.field("energy_per_output_token_j", pa.float64()),
         pa.field("adjusted_energy_j", pa.float64()),
         pa.field("adjusted_energy_per_output_token_j", pa.float64()),
+        pa.field("adjusted_null_reason", pa.string()),
         pa.field("idle_power_w", pa.float64()),
         pa.field("facility_energy_j", pa.float64()),
         pa.field("energy_null_reason", pa.string()),
@@ -110,6 +129,9 @@ RUNS_SCHEMA = pa.schema(
         *[pa.field(name, pa.float64()) for name in NORMALISED],
         pa.field("low_confidence", pa.bool_()),
         pa.field("peak_rss_mb", pa.float64()),
+        pa.field("load_rss_mb", pa.float64()),
+        pa.field("window_peak_rss_mb", pa.float64()),
+        pa.field("load_device_allocated_mb", pa.float64()),
         pa.field("peak_device_allocated_mb", pa.float64()),
         pa.field("started_at", pa.timestamp("ms", tz="UTC")),
         pa.field("host", pa.string()),
@@ -124,14 +146,19 @@ LATENCY_SCHEMA = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("request_index", pa.int64()),
+        pa.field("pass_index", pa.int64()),
         pa.field("batch_index", pa.int64()),
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
         pa.field("stopped_by_eos", pa.bool_()),
         pa.field("queue_s", pa.float64()),
         pa.field("ttft_s", pa.float64()),
+        pa.field("service_ttft_s", pa.float64()),
         pa.field("latency_s", pa.float64()),
         pa.field("itl_s", pa.list_(pa.float64())),
+        pa.field("itl_excluded", pa.int64()),
+        pa.field("cached_prompt_tokens", pa.int64()),
+        pa.field("null_reason", pa.string()),
     ]
 )
 
@@ -170,7 +197,18 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "prompts_source": cfg["prompts"]["source"],
         "device": cfg["measurement"]["device"],
         "window_s": result["timing"]["window_s"],
+        "window_passes": result["timing"].get("window_passes", 1),
         "model_load_s": result["timing"]["model_load_s"],
+        "cooldown_s": _get(result, "timing", "cooldown", "cooldown_s"),
+        "cooldown_settled": _get(result, "timing", "cooldown", "settled"),
+        "cooldown_null_reason": _get(result, "timing", "cooldown", "null_reason"),
+        "warmup_batches": result["timing"]["warmup_batches"],
+        "warmup_converged": _get(result, "timing", "warmup", "converged"),
+        "warmup_final_cv": _get(result, "timing", "warmup", "final_cv"),
+        "prefix_caching": _get(result, "cache", "prefix_caching"),
+        "window_cached_prompt_tokens": _get(result, "cache", "window_cached_prompt_tokens"),
+        "itl_excluded_intervals": _get(result, "latency", "itl_excluded_intervals"),
+        "zero_token_requests": _get(result, "latency", "zero_token_requests"),
         "num_requests": result["tokens"]["num_requests"],
         "input_tokens": result["tokens"]["input_tokens"],
         "output_tokens": result["tokens"]["output_tokens"],
@@ -180,6 +218,7 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "energy_per_output_token_j": result["energy_per_output_token_j"],
         "adjusted_energy_j": energy.get("adjusted_energy_j"),
         "adjusted_energy_per_output_token_j": result.get("adjusted_energy_per_output_token_j"),
+        "adjusted_null_reason": energy.get("adjusted_null_reason"),
         "idle_power_w": _get(energy, "baseline", "idle_power_w"),
         "facility_energy_j": energy.get("facility_energy_j"),
         "energy_devices": energy["devices"],
@@ -191,6 +230,9 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "energy_interval_s": energy["interval_s"],
         "emissions_kg": energy.get("emissions_kg"),
         "peak_rss_mb": result["memory"]["peak_rss_mb"],
+        "load_rss_mb": result["memory"].get("load_rss_mb"),
+        "window_peak_rss_mb": result["memory"].get("window_peak_rss_mb"),
+        "load_device_allocated_mb": result["memory"].get("load_device_allocated_mb"),
         "peak_device_allocated_mb": result["memory"].get("peak_device_allocated_mb"),
         "started_at": datetime.fromisoformat(result["timing"]["started_at"]),
         "host": _get(result, "environment", "host"),
@@ -233,14 +275,19 @@ def latency_rows(result: dict[str, Any]) -> Iterable[dict[str, Any]]:
         yield {
             "run_id": result["run_id"],
             "request_index": r["index"],
+            "pass_index": r.get("pass_index", 0),
             "batch_index": r["batch_index"],
             "input_tokens": r["input_tokens"],
             "output_tokens": r["output_tokens"],
             "stopped_by_eos": r["stopped_by_eos"],
             "queue_s": r["queue_s"],
             "ttft_s": r["ttft_s"],
+            "service_ttft_s": r.get("service_ttft_s"),
             "latency_s": r["latency_s"],
             "itl_s": r["itl_s"],
+            "itl_excluded": r.get("itl_excluded", 0),
+            "cached_prompt_tokens": r.get("cached_prompt_tokens"),
+            "null_reason": r.get("null_reason"),
         }
 
 
@@ -273,7 +320,8 @@ def build_tables(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
         out_dir: The campaign's tables directory.
     """
     # Stream: keep only the rows, not 10,000 parsed results (the GC would walk them all).
-    run_rows, latency = [], []
+    run_rows: list[dict[str, Any]] = []
+    latency: list[dict[str, Any]] = []
     for path in result_paths:
         result = read_result(path)
         run_rows.append(run_row(result))

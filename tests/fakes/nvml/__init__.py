@@ -64,6 +64,16 @@ NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_UNKNOWN = 999
 
+# nvmlDeviceGetFieldValues field ids the fake answers (NVML_FI_DEV_*).
+NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION = 83
+NVML_FI_DEV_POWER_AVERAGE = 185
+NVML_FI_DEV_POWER_INSTANT = 186
+
+# What nvmlDeviceGetPowerUsage reports (FakeDevice.power_usage).
+POWER_USAGE_AVERAGED = "averaged"  # mean over the last 1 s: Ampere and later but GA100
+POWER_USAGE_INSTANT = "instant"  # P(t): GA100 and older architectures
+POWER_USAGE_MODES = (POWER_USAGE_AVERAGED, POWER_USAGE_INSTANT)
+
 # NVML_DEVICE_ARCH_* codes (Zeus uses the energy counter from Volta on).
 ARCH_PASCAL = 4
 ARCH_VOLTA = 5
@@ -118,6 +128,12 @@ class FakeDevice:
 
     ``power_w`` and ``temperature_c`` are a constant or ``[(t_s, value), ...]`` points,
     linear in between, held before the first and after the last point.
+
+    ``power_usage`` is what ``nvmlDeviceGetPowerUsage`` reports: ``"averaged"`` (the
+    default, as NVML documents for Ampere and later but GA100) the mean power over the last
+    second, like field 185; ``"instant"`` the scripted power now, like field 186.
+    ``unsupported_fields`` lists field ids (e.g. :data:`NVML_FI_DEV_POWER_INSTANT`) whose
+    entries ``nvmlDeviceGetFieldValues`` answers NOT_SUPPORTED, as on older GPUs/drivers.
     """
 
     name: str = "NVIDIA A100-SXM4-80GB"
@@ -127,6 +143,8 @@ class FakeDevice:
     energy_offset_mj: int = 0
     counter_period_s: float | None = None  # None: the scenario's counter_period_s
     power_period_s: float | None = None  # None: the scenario's power_period_s
+    power_usage: str = POWER_USAGE_AVERAGED  # or POWER_USAGE_INSTANT
+    unsupported_fields: list[int] = field(default_factory=list)
     power_w: Curve = 100.0
     temperature_c: Curve = 40.0
     sm_clock_mhz: int = 1410
@@ -167,6 +185,26 @@ class FakeDevice:
         """Energy (J) from the epoch to ``t_s`` (0 for ``t_s <= 0``): the counter's truth."""
         return 0.0 if t_s <= 0 else _curve_integral(self.power_points(), 0.0, t_s)
 
+    def average_power_w(self, t_s: float) -> float:
+        """Mean power (W) over ``[t_s - 1, t_s]``, as field 185 and averaged GetPowerUsage.
+
+        Before the epoch the power at ``t = 0`` is held (same arithmetic as
+        average_power_mw() in fake_nvml.c).
+        """
+        points, a = self.power_points(), t_s - 1.0
+        p0 = _curve_at(points, 0.0)
+        if a >= 0:
+            return _curve_integral(points, a, t_s)
+        if t_s <= 0:
+            return p0
+        return p0 * -a + _curve_integral(points, 0.0, t_s)
+
+    def power_usage_w(self, t_s: float) -> float:
+        """What ``nvmlDeviceGetPowerUsage`` shows at ``t_s`` (W, before mW rounding)."""
+        if self.power_usage == POWER_USAGE_INSTANT:
+            return self.power_at(t_s)
+        return self.average_power_w(t_s)
+
     def lines(self) -> list[str]:
         out = ["device", f"name {_text(self.name)}"]
         if self.uuid is not None:
@@ -180,6 +218,12 @@ class FakeDevice:
             out.append(f"counter_period_s {_num(self.counter_period_s)}")
         if self.power_period_s is not None:
             out.append(f"power_period_s {_num(self.power_period_s)}")
+        if self.power_usage not in POWER_USAGE_MODES:
+            raise ValueError(f"power_usage is one of {POWER_USAGE_MODES}: {self.power_usage!r}")
+        out.append(f"power_usage {self.power_usage}")
+        if self.unsupported_fields:
+            ids = " ".join(str(int(f)) for f in self.unsupported_fields)
+            out.append(f"unsupported_field {ids}")
         out += _curve_lines("power", self.power_w)
         out += _curve_lines("temperature", self.temperature_c)
         out += [
@@ -450,7 +494,11 @@ def _curve_at(points: list[tuple[float, float]], t: float) -> float:
 
 
 def _curve_integral(points: list[tuple[float, float]], a: float, b: float) -> float:
-    """Same arithmetic as curve_integral() in fake_nvml.c (exact for the linear pieces)."""
+    """Same arithmetic as curve_integral() in fake_nvml.c (exact for the linear pieces).
+
+    Each piece between breakpoints is linear, so its mean is its midpoint value; evaluating
+    there (never at a breakpoint) also integrates a step (two points at one time) exactly.
+    """
     if b <= a:
         return 0.0
     total, x = 0.0, a
@@ -460,10 +508,10 @@ def _curve_integral(points: list[tuple[float, float]], a: float, b: float) -> fl
         if t <= x:
             continue
         y = min(t, b)
-        total += 0.5 * (_curve_at(points, x) + _curve_at(points, y)) * (y - x)
+        total += _curve_at(points, 0.5 * (x + y)) * (y - x)
         x = y
     if x < b:
-        total += 0.5 * (_curve_at(points, x) + _curve_at(points, b)) * (b - x)
+        total += _curve_at(points, 0.5 * (x + b)) * (b - x)
     return total
 
 

@@ -64,12 +64,27 @@
  *                                 readings show P(floor(t/P)*P) (real boards update
  *                                 every 20-100 ms; pollers that de-duplicate equal
  *                                 readings, like Zeus's PowerMonitor, need this)
+ *   power_usage averaged|instant  what nvmlDeviceGetPowerUsage reports: `averaged`
+ *                                 (default) the mean of P over [tp-1, tp], like
+ *                                 field 185 -- NVML documents a 1 s average for
+ *                                 Ampere and later except GA100; `instant` P(tp),
+ *                                 as on GA100 and older architectures
+ *   unsupported_field ID [ID ...] these nvmlDeviceGetFieldValues field ids answer
+ *                                 NVML_ERROR_NOT_SUPPORTED in their entry's
+ *                                 nvmlReturn while the call itself succeeds, as
+ *                                 the real driver does for a field the GPU or
+ *                                 driver lacks (e.g. 186 POWER_INSTANT on older
+ *                                 GPUs/drivers); repeatable.  (`error
+ *                                 nvmlDeviceGetFieldValues 3` instead fails the
+ *                                 whole call.)
  *   power T0 W0 [T1 W1 ...]       power (W) as a piecewise-linear function of t:
  *                                 linear between points, held at W0 before T0 and
  *                                 at the last value after the last point.  A single
  *                                 value `power W` means constant.  Repeated `power`
  *                                 lines append points; times must not decrease.
- *                                 default: constant 100 W
+ *                                 Two points at one time make a step (e.g.
+ *                                 `power 5 100 5 300`: 300 W just after t = 5),
+ *                                 integrated exactly.  default: constant 100 W
  *   temperature T0 C0 [T1 C1 ...] same shape as power, degrees C (rounded);
  *                                 `temperature C` = constant; default 40
  *   clocks SM_MHZ MEM_MHZ         default 1410 1593 (GRAPHICS reads as SM;
@@ -110,8 +125,10 @@
  * without the driver.  Init/shutdown are reference counted like the real NVML.
  *
  * Readings:
- *   nvmlDeviceGetPowerUsage          round(1000 * P(tp)) mW (instantaneous; tp = t
- *                                    quantised by power_period_s)
+ *   nvmlDeviceGetPowerUsage          power_usage averaged (default): the mean of P
+ *                                    over [tp-1, tp] in mW, as field 185;
+ *                                    power_usage instant: round(1000 * P(tp)) mW
+ *                                    (tp = t quantised by power_period_s)
  *   nvmlDeviceGetTotalEnergyConsumption
  *                                    offset + floor(1000 * E(tq)) mJ where
  *                                    E(t) = integral of P over [0, t] (0 if t<=0)
@@ -119,7 +136,8 @@
  *   nvmlDeviceGetFieldValues         185 POWER_AVERAGE: mean of P over [tp-1, tp];
  *                                    186 POWER_INSTANT: P(tp) (scope GPU or MODULE;
  *                                    MEMORY scope -> NOT_SUPPORTED); 83 total
- *                                    energy; 187..190 power limits; others
+ *                                    energy; 187..190 power limits; others, and
+ *                                    those named by unsupported_field,
  *                                    NOT_SUPPORTED in the entry's nvmlReturn
  *   running processes                always none
  * =============================================================================
@@ -240,6 +258,7 @@ enum {
 #define MAX_TEMP_POINTS 256
 #define MAX_THROTTLE 64
 #define MAX_ERRORS 64
+#define MAX_FIELDS 64
 #define STR_LEN 128
 
 typedef struct {
@@ -268,6 +287,9 @@ typedef struct fake_device {
     double counter_period_s;
     int has_power_period;
     double power_period_s;
+    int power_usage_instant; /* 0: GetPowerUsage is the 1 s average (default) */
+    int n_unsupported_fields;
+    unsigned int unsupported_fields[MAX_FIELDS];
     int n_power;
     point_t power[MAX_POWER_POINTS];
     int n_temp;
@@ -339,17 +361,19 @@ static double curve_integral(const point_t *p, int n, double a, double b)
 {
     if (n <= 0 || b <= a)
         return 0.0;
-    /* breakpoints strictly inside (a, b) split the interval into linear pieces */
+    /* breakpoints strictly inside (a, b) split the interval into linear pieces; a linear
+     * piece's mean is its midpoint value, evaluated away from the breakpoints so that a
+     * step (two points at one time) is integrated exactly too */
     double total = 0.0, x = a;
     for (int i = 0; i < n && x < b; i++) {
         if (p[i].t <= x)
             continue;
         double y = p[i].t < b ? p[i].t : b;
-        total += 0.5 * (curve_at(p, n, x) + curve_at(p, n, y)) * (y - x);
+        total += curve_at(p, n, 0.5 * (x + y)) * (y - x);
         x = y;
     }
     if (x < b)
-        total += 0.5 * (curve_at(p, n, x) + curve_at(p, n, b)) * (b - x);
+        total += curve_at(p, n, 0.5 * (x + b)) * (b - x);
     return total;
 }
 
@@ -394,6 +418,14 @@ static unsigned int average_power_mw(const fake_device *d, double t)
     else
         e = curve_at(d->power, d->n_power, 0.0) * (-a) + curve_integral(d->power, d->n_power, 0.0, t);
     return (unsigned int)llround(1000.0 * e);
+}
+
+static int field_unsupported(const fake_device *d, unsigned int field_id)
+{
+    for (int i = 0; i < d->n_unsupported_fields; i++)
+        if (d->unsupported_fields[i] == field_id)
+            return 1;
+    return 0;
 }
 
 static unsigned long long throttle_mask(const fake_device *d, double t, unsigned int *sm_clock)
@@ -679,6 +711,25 @@ static int parse_device(parse_ctx *c, fake_device *d, const char *rest, int *pow
         if (to_double(c->toks[1], &d->power_period_s) || d->power_period_s < 0)
             BAD();
         d->has_power_period = 1;
+    } else if (!strcmp(key, "power_usage")) {
+        NEED(1);
+        if (!strcmp(c->toks[1], "averaged"))
+            d->power_usage_instant = 0;
+        else if (!strcmp(c->toks[1], "instant"))
+            d->power_usage_instant = 1;
+        else
+            return parse_fail(c, "power_usage is averaged or instant, not '%s'", c->toks[1]);
+    } else if (!strcmp(key, "unsupported_field")) {
+        if (c->n < 2)
+            return parse_fail(c, "usage: unsupported_field FIELD_ID [FIELD_ID ...]");
+        for (int i = 1; i < c->n; i++) {
+            unsigned int id;
+            if (to_uint(c->toks[i], &id))
+                return parse_fail(c, "bad field id '%s'", c->toks[i]);
+            if (d->n_unsupported_fields >= MAX_FIELDS)
+                return parse_fail(c, "too many unsupported fields (max %d)", MAX_FIELDS);
+            d->unsupported_fields[d->n_unsupported_fields++] = id;
+        }
     } else if (!strcmp(key, "power")) {
         if (parse_curve(c, d->power, &d->n_power, MAX_POWER_POINTS, *power_seen, 1))
             return -1;
@@ -1110,7 +1161,8 @@ NVML_API nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int 
     DEV_BEGIN("nvmlDeviceGetPowerUsage");
     if (!power)
         RET(NVML_ERROR_INVALID_ARGUMENT);
-    *power = power_mw(d, power_time(&g_cur, d, t));
+    double tp = power_time(&g_cur, d, t);
+    *power = d->power_usage_instant ? power_mw(d, tp) : average_power_mw(d, tp);
     RET(NVML_SUCCESS);
 }
 
@@ -1130,6 +1182,10 @@ NVML_API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCo
         v->nvmlReturn = NVML_SUCCESS;
         v->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
         v->value.ullVal = 0;
+        if (field_unsupported(d, v->fieldId)) {
+            v->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+            continue;
+        }
         switch (v->fieldId) {
         case NVML_FI_DEV_POWER_AVERAGE:
         case NVML_FI_DEV_POWER_INSTANT:

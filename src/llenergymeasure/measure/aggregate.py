@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from llenergymeasure.measure.efficiency import normalised_metrics
+from llenergymeasure.measure.energy import adjust_for_idle, with_facility
 from llenergymeasure.measure.latency import latency_summary
 from llenergymeasure.results.models import (
+    Baseline,
+    Cooldown,
     DeviceEnergy,
     Energy,
     Flops,
@@ -47,6 +50,7 @@ def _device_union(readings: list[DeviceEnergy]) -> DeviceEnergy:
         "window_end_unix_s": max((d.window_end_unix_s or 0 for d in timed), default=None),
         "idle_power_w": None,
         "adjusted_energy_j": None,
+        "adjusted_null_reason": None,
     }
     if len(begins) == len(readings) and len(ends) == len(readings):
         update |= {
@@ -61,8 +65,34 @@ def _device_union(readings: list[DeviceEnergy]) -> DeviceEnergy:
     return widest.model_copy(update=update)
 
 
+def merged_baseline(results: Sequence[RunResult]) -> Baseline | None:
+    """Every rank's idle baseline of its own devices, as one (a device once, lowest rank)."""
+    baselines = [r.energy.baseline for r in results if r.energy.baseline is not None]
+    if not baselines:
+        return None
+    per_device: dict[str, float] = {}
+    for b in baselines:
+        for device, power_w in b.per_device_w.items():
+            per_device.setdefault(device, power_w)
+    first = baselines[0]
+    unknown = [b for b in baselines if b.idle_power_w is None]
+    return first.model_copy(
+        update={
+            "per_device_w": per_device,
+            "idle_power_w": sum(per_device.values()) if per_device else first.idle_power_w,
+            "null_reason": unknown[0].null_reason if unknown else None,
+            "cached": all(b.cached for b in baselines),
+            "duration_s": max(b.duration_s for b in baselines),
+        }
+    )
+
+
 def aggregate_energy(results: Sequence[RunResult], span_s: float) -> Energy:
-    """Energy per unique device (never summed across ranks sharing it)."""
+    """Energy per unique device (never summed across ranks sharing it), adjusted per device.
+
+    Each device's idle power comes from the baseline of a rank that meters it; adjusted
+    energy, facility energy and emissions are recomputed from the aggregated values.
+    """
     first = results[0].energy
     if first.per_device:
         by_device: dict[str, list[DeviceEnergy]] = {}
@@ -80,6 +110,7 @@ def aggregate_energy(results: Sequence[RunResult], span_s: float) -> Energy:
                 "meter_duration_s": span_s,
             }
         )
+        baseline = merged_baseline(results)
     else:  # one machine-level estimate per rank (codecarbon): the widest is the machine's
         widest = max(
             results, key=lambda r: r.timing.window_end_unix_s - r.timing.window_start_unix_s
@@ -92,15 +123,24 @@ def aggregate_energy(results: Sequence[RunResult], span_s: float) -> Energy:
                 ]
             }
         )
-    baseline = results[0].energy.baseline
-    if energy.energy_j is not None and baseline is not None and baseline.idle_power_w is not None:
-        energy = energy.model_copy(
-            update={
-                "adjusted_energy_j": max(0.0, energy.energy_j - baseline.idle_power_w * span_s),
-                "facility_energy_j": energy.energy_j * energy.pue,
-            }
-        )
-    return energy
+        baseline = widest.energy.baseline
+    energy = energy.model_copy(update={"baseline": baseline})
+    energy = adjust_for_idle(
+        energy,
+        baseline.per_device_w if baseline else {},
+        baseline.idle_power_w if baseline else None,
+        span_s,
+    )
+    return with_facility(energy, results[0].config.measurement)
+
+
+def _longest_cooldown(results: Sequence[RunResult]) -> Cooldown | None:
+    """The ranks waited for each other: the run's cooldown is its longest rank's."""
+    records = [r.timing.cooldown for r in results if r.timing.cooldown is not None]
+    timed = [c for c in records if c.cooldown_s is not None]
+    if timed:
+        return max(timed, key=lambda c: c.cooldown_s or 0.0)
+    return records[0] if records else None
 
 
 def _sum_flops(results: Sequence[RunResult]) -> Flops | None:
@@ -117,6 +157,16 @@ def _sum_flops(results: Sequence[RunResult]) -> Flops | None:
     return Flops(primary=total(0), alternatives=[total(i + 1) for i in range(alternatives)])
 
 
+def _largest(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _total(values: Iterable[int | None]) -> int | None:
+    items = list(values)
+    return None if any(v is None for v in items) else sum(v or 0 for v in items)
+
+
 def aggregate(results: Sequence[RunResult], files: Sequence[str]) -> RunResult:
     """The run's result from its ranks' results (ranks in order)."""
     world = len(results)
@@ -129,13 +179,15 @@ def aggregate(results: Sequence[RunResult], files: Sequence[str]) -> RunResult:
             for rank, r in enumerate(results)
             for req in r.requests
         ),
-        key=lambda req: req.index,
+        key=lambda req: (req.pass_index, req.index),
     )
     output_tokens = sum(r.tokens.output_tokens for r in results)
     input_tokens = sum(r.tokens.input_tokens for r in results)
     energy = aggregate_energy(results, span_s)
     overlap = window_overlap(results)
     warnings = [f"rank {rank}: {w}" for rank, r in enumerate(results) for w in r.warnings]
+    if energy.adjusted_null_reason and energy.baseline is not None:
+        warnings.append(f"adjusted energy is null: {energy.adjusted_null_reason}")
     if overlap < MIN_OVERLAP:
         warnings.insert(
             0,
@@ -154,6 +206,8 @@ def aggregate(results: Sequence[RunResult], files: Sequence[str]) -> RunResult:
                     "window_end_unix_s": end,
                     "started_at": min(r.timing.started_at for r in results),
                     "ended_at": max(r.timing.ended_at for r in results),
+                    "cooldown": _longest_cooldown(results),
+                    "window_passes": max(r.timing.window_passes for r in results),
                 }
             ),
             "tokens": TokenCounts(
@@ -181,9 +235,21 @@ def aggregate(results: Sequence[RunResult], files: Sequence[str]) -> RunResult:
             "memory": first.memory.model_copy(
                 update={
                     "peak_rss_mb": max(r.memory.peak_rss_mb for r in results),
+                    "window_peak_rss_mb": _largest(r.memory.window_peak_rss_mb for r in results),
+                    "load_rss_mb": _largest(r.memory.load_rss_mb for r in results),
                     "rss_scope": f"the largest of {world} ranks",
                 }
             ),
+            "cache": first.cache.model_copy(
+                update={
+                    "window_cached_prompt_tokens": _total(
+                        r.cache.window_cached_prompt_tokens if r.cache else None for r in results
+                    ),
+                    "window_prompt_tokens": input_tokens,
+                }
+            )
+            if first.cache is not None
+            else None,
             "warnings": warnings,
             "processes": [
                 ProcessSummary(
