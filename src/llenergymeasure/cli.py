@@ -164,7 +164,10 @@ def summary(
     campaign: Annotated[Path, typer.Option(help="Campaign file (analysis settings).")],
     out: Annotated[Path, typer.Option(help="summary.parquet to write.")],
 ) -> None:
-    """Fold repeats into summary.parquet (mean, std, bootstrap CI, CV per configuration)."""
+    """Fold repeats into summary.parquet (mean, std, CI, CV per configuration).
+
+    Student-t intervals by default; `analysis.ci_method: bca` asks for BCa (n >= 10, t below).
+    """
     from llenergymeasure.config import load_campaign
     from llenergymeasure.results.summary import build_summary
 

@@ -6,6 +6,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llenergymeasure.errors import LlemError
 
@@ -78,7 +79,8 @@ def prepare(alias: str, out_dir: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
     )
-    model.hf_quantizer.remove_quantization_config(model)  # else save_pretrained refuses
+    quantizer: Any = model.hf_quantizer  # nn.Module.__getattr__ types it Tensor | Module
+    quantizer.remove_quantization_config(model)  # else save_pretrained refuses
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=out_dir.parent))
     model.save_pretrained(tmp)

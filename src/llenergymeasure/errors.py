@@ -30,3 +30,7 @@ class BackendError(LlemError):
 
 class MeterError(LlemError):
     """An energy meter could not be started or read."""
+
+
+class ArchitectureError(LlemError):
+    """A model config lacks a dimension the FLOP formula needs."""

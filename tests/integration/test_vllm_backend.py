@@ -11,6 +11,7 @@ from llenergymeasure.backends.vllm import VllmBackend, arrival_offsets_s, is_vll
 from llenergymeasure.config import plan_campaign
 from llenergymeasure.config.models import VllmSettings
 from llenergymeasure.errors import BackendError
+from llenergymeasure.measure.latency import request_result
 from tests.llem import llem_run
 
 pytestmark = [
@@ -53,7 +54,7 @@ def engine(tmp_path_factory, embedded_model):
         campaign,
         "vllm",
         batch_size=4,
-        vllm={"enforce_eager": True},
+        vllm={"enforce_eager": True, "enable_prefix_caching": True, "block_size": 32},
     )
     backend = VllmBackend(config)
     backend.load()
@@ -83,6 +84,21 @@ def test_every_token_of_every_request_is_timestamped(engine):
         assert list(t.token_times_s) == sorted(t.token_times_s)
         # Streaming: tokens arrive over time, not all in one final chunk.
         assert len(set(t.token_times_s)) > len(t.output_ids) // 2
+        assert sum(t.chunk_sizes) == len(t.output_ids) and len(t.chunk_sizes) == len(
+            set(t.token_times_s)
+        )
+
+
+def test_prefix_cache_reset_leaves_nothing_of_earlier_runs(engine):
+    prompts = engine.prepare_prompts()
+    engine.reset_caches()  # earlier tests ran these prompts on the same engine
+    first = sum(t.cached_prompt_tokens for t in engine.run(prompts))
+    again = sum(t.cached_prompt_tokens for t in engine.run(prompts))
+    assert again > first, "the second run reuses the first run's prefills"
+    state = engine.reset_caches()
+    assert state.prefix_caching and state.reset
+    after_reset = sum(t.cached_prompt_tokens for t in engine.run(prompts))
+    assert after_reset == first
 
 
 def test_poisson_arrivals_follow_the_schedule(engine):
@@ -91,6 +107,13 @@ def test_poisson_arrivals_follow_the_schedule(engine):
         VllmSettings(arrival="poisson", request_rate=8.0, arrival_seed=7), len(prompts)
     )
     timings = engine.run(prompts, arrival_offsets=schedule)
+    # TTFT counts from the scheduled arrival, never from a late actual submit.
+    due = min(t.arrival_s for t in timings)
+    assert sorted(t.arrival_s - due for t in timings) == pytest.approx(sorted(schedule), abs=1e-9)
+    for t in timings:
+        r = request_result(t)
+        assert t.submit_s >= t.arrival_s and r.queue_s == pytest.approx(t.submit_s - t.arrival_s)
+        assert r.ttft_s == pytest.approx(r.service_ttft_s + r.queue_s)
     first = min(t.submit_s for t in timings)
     actual = sorted(t.submit_s - first for t in timings)
     assert actual == pytest.approx(sorted(schedule), abs=0.05)
@@ -105,9 +128,10 @@ def test_unknown_engine_setting_fails_with_its_name(tmp_path, campaign):
 
 
 def test_llem_run_with_one_sequence_and_fixed_output_length(tmp_path, campaign, embedded_model):
+    warm = {"meter": "none", "warmup_batches": 1, "warmup_max_batches": 1, "baseline_s": 0}
     config = config_for(
         tmp_path,
-        campaign,
+        {**campaign, "measurement": warm},
         "vllm",
         batch_size=1,
         max_new_tokens=8,
@@ -115,6 +139,10 @@ def test_llem_run_with_one_sequence_and_fixed_output_length(tmp_path, campaign, 
     )
     result = llem_run(config, tmp_path)
     assert result["config"]["settings"]["vllm"]["max_num_seqs"] == 1
+    # Prefix caching is off by default: the window computes every prefill itself.
+    assert result["cache"]["prefix_caching"] is False
+    assert result["cache"]["window_cached_prompt_tokens"] == 0
+    assert result["timing"]["warmup"]["batches"] == 1
     assert result["environment"]["backend"]["vllm_platform"] == "cpu"
     assert result["timing"]["model_load_s"] > 0
     requests = result["requests"]

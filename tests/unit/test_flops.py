@@ -7,9 +7,11 @@ from types import SimpleNamespace
 import pytest
 
 from llenergymeasure.config import plan_campaign
-from llenergymeasure.errors import ConfigError
+from llenergymeasure.errors import ArchitectureError, ConfigError, LlemError
+from llenergymeasure.measure import flops as flops_module
+from llenergymeasure.measure.architecture import Architecture
 from llenergymeasure.measure.efficiency import normalised_metrics
-from llenergymeasure.measure.flops import Architecture, run_flops
+from llenergymeasure.measure.flops import run_flops
 from llenergymeasure.measure.precision import precision_for
 from llenergymeasure.results.models import Energy, Flops, FlopsResult, RequestResult
 
@@ -326,10 +328,7 @@ def test_unreadable_config_gives_null_with_a_reason_never_raises(config, reason,
     assert methods == ["calflops", "parameter_estimate"]  # same places as a counted run
     calflops, estimate = flops.alternatives
     assert calflops.value is None and calflops.null_reason
-    if hasattr(config, "hidden_size"):  # coarse dimensions known: 12 x layers x hidden^2
-        assert estimate.value == 2 * 12 * 2 * 8**2 * 6 and estimate.confidence == "low"
-    else:
-        assert estimate.value is None and estimate.null_reason
+    assert estimate.value is None and reason in (estimate.null_reason or "")
 
 
 def test_nested_text_config_counts_like_its_text_config():
@@ -387,3 +386,11 @@ def test_broken_calflops_profile_costs_only_that_alternative(tmp_path):
     assert flops.primary.value is not None
     assert flops.alternatives[0].value is None
     assert "unreadable calflops profile" in (flops.alternatives[0].null_reason or "")
+
+
+def test_architecture_names_stay_importable_from_flops_and_errors_are_llem_errors():
+    assert flops_module.Architecture is Architecture
+    assert flops_module.ArchitectureError is ArchitectureError
+    assert issubclass(ArchitectureError, LlemError)
+    with pytest.raises(ArchitectureError, match="no hidden_size"):
+        Architecture.from_config(SimpleNamespace(model_type="weird"))

@@ -83,6 +83,9 @@ def test_summary_table_folds_repeats_with_explicit_schema(tmp_path):
                     "repeat": repeat,
                     "energy_per_output_token_j": value,
                     "output_tokens_per_s": 10.0 * value,
+                    "service_ttft_median_s": 0.1 * value,
+                    "service_ttft_p95_s": 0.2 * value,
+                    "queue_median_s": 0.05 * value,
                     "energy_method": "rapl",
                     "energy_confidence": "measured",
                 }
@@ -104,3 +107,6 @@ def test_summary_table_folds_repeats_with_explicit_schema(tmp_path):
     assert b.high_variance and "energy_per_output_token_j" in b.high_variance_metrics
     assert b.energy_per_output_token_j_cv == pytest.approx(1 / 3)
     assert pd.isna(a.ttft_median_s_mean) and a.ttft_median_s_n == 0
+    assert a.service_ttft_median_s_mean == pytest.approx(0.1) and a.queue_median_s_n == 3
+    assert b.service_ttft_p95_s_mean == pytest.approx(0.6)
+    assert b.queue_median_s_mean == pytest.approx(0.15) and b.queue_median_s_ci_method == "t"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings
@@ -12,9 +13,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
 from scipy import stats as scipy_stats
 
 from llenergymeasure.config.models import AnalysisConfig
+from llenergymeasure.results.render import table_view
 from llenergymeasure.results.stats import BCA_MIN_N, summarise, t_interval
 from llenergymeasure.results.summary import SUMMARY_SCHEMA, build_summary, ci_label
 from llenergymeasure.results.summary_md import summary_markdown
@@ -24,7 +27,10 @@ T_0975_DF1 = 12.706  # t_{0.975, 1}, from a printed table
 
 
 def write_runs(path: Path, configurations: dict[str, list[float]]) -> Path:
-    """runs.parquet with one row per value: energy per token = value."""
+    """runs.parquet with one row per value: energy per token = value.
+
+    Service TTFT and queue medians are value / 10 and value / 100 seconds.
+    """
     rows = []
     for config, values in configurations.items():
         for repeat, value in enumerate(values):
@@ -41,6 +47,8 @@ def write_runs(path: Path, configurations: dict[str, list[float]]) -> Path:
                     "repeat": repeat,
                     "energy_per_output_token_j": value,
                     "output_tokens_per_s": 10.0 * value,
+                    "service_ttft_median_s": value / 10,
+                    "queue_median_s": value / 100,
                     "energy_method": "rapl",
                     "energy_confidence": "measured",
                 }
@@ -161,6 +169,33 @@ def test_summary_md_names_method_n_and_configured_level(tmp_path):
     assert "95 %" not in text and "bootstrap confidence" not in text
     assert "(80 % CI: Student-t, n = 2–3; a single repeat has none)" in text
     assert "BCa was requested" in text and f"n ≥ {BCA_MIN_N}" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| model |"))
+    cells = dict(
+        zip(
+            [c.strip() for c in header.strip("|").split("|")],
+            [c.strip() for c in lines[lines.index(header) + 2].strip("|").split("|")],
+            strict=True,
+        )
+    )
+    assert cells["TTFT p50 (s)"] == "null"
+    assert cells["service TTFT p50 (s)"].startswith("0.11 [")
+    assert cells["queue p50 (s)"].startswith("0.011 [")
+
+
+def test_show_of_a_summary_names_the_ci_method_and_level(tmp_path):
+    runs = write_runs(tmp_path / "runs.parquet", {"a": [1.0, 1.2], "b": [2.0]})
+    summary = build_summary(runs, AnalysisConfig(confidence=0.9), tmp_path / "summary.parquet")
+    assert summary["service_ttft_median_s_mean"].tolist() == pytest.approx([0.11, 0.2])
+    assert summary["queue_median_s_n"].tolist() == [2, 1]
+    console = Console(file=io.StringIO(), width=300)
+    console.print(table_view(pd.read_parquet(tmp_path / "summary.parquet"), "summary"))
+    shown = console.file.getvalue().splitlines()
+    header = [c.strip() for c in next(line for line in shown if "CI method" in line).split("┃")]
+    a, b = ([c.strip() for c in line.split("│")] for line in shown if "transformers" in line)
+    method, level = header.index("CI method"), header.index("CI level")
+    assert (a[method], a[level]) == ("t", "0.9")
+    assert (b[method], b[level]) == ("null", "0.9")
 
 
 def test_energy_figure_draws_a_band_that_reaches_below_zero(tmp_path):

@@ -76,6 +76,12 @@ def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
     assert (runs["energy_method"] == "codecarbon").all()
     assert (runs["energy_confidence"] == "estimated").all(), "no counter here: an estimate"
     assert (runs["energy_per_output_token_j"] > 0).all()
+    # A cooldown record in every result: null with its reason, since CodeCarbon has no telemetry
+    assert runs["cooldown_s"].isna().all()
+    assert runs["cooldown_null_reason"].str.contains("gives no device telemetry").all()
+    for path in (tmp_path / "results/wf/runs").glob("*/result.json"):
+        cooldown = json.loads(path.read_text())["timing"]["cooldown"]
+        assert cooldown["cooldown_s"] is None and cooldown["null_reason"]
     latency = pd.read_parquet(tmp_path / "results/wf/tables/latency.parquet")
     assert len(latency) == 4 and latency["ttft_s"].notna().all()
 

@@ -90,7 +90,8 @@ class TransformersBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             quantization = self.settings.quantization
-            model = AutoModelForCausalLM.from_pretrained(
+            # Any: transformers' decorated `to` does not type-check with a device argument
+            model: Any = AutoModelForCausalLM.from_pretrained(
                 path,
                 dtype=DTYPES[self.settings.dtype],
                 quantization_config=quantization_config(quantization),

@@ -141,8 +141,13 @@ class VllmBackend:
         }
         if s.decoding == "greedy":
             return SamplingParams(temperature=0.0, **common)
+        # `Settings.normalised` fills these for sampling; the fallbacks are its defaults
         return SamplingParams(
-            temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0, seed=s.seed, **common
+            temperature=1.0 if s.temperature is None else s.temperature,
+            top_p=1.0 if s.top_p is None else s.top_p,
+            top_k=s.top_k or 0,
+            seed=s.seed,
+            **common,
         )
 
     def run(

@@ -10,11 +10,13 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from llenergymeasure.config.models import (
+    AnalysisConfig,
     Campaign,
     Grid,
     MeasurementConfig,
     PromptsConfig,
     Settings,
+    VllmSettings,
 )
 
 SCHEMA_PATH = "workflow/schemas/campaign.schema.json"
@@ -23,9 +25,11 @@ README_PATH = "config/README.md"
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("Campaign (top level)", Campaign),
     ("`settings` (and `experiments[]` entries)", Settings),
+    ("`settings.vllm` (vllm backend only)", VllmSettings),
     ("`grid`", Grid),
     ("`prompts`", PromptsConfig),
     ("`measurement`", MeasurementConfig),
+    ("`analysis`", AnalysisConfig),
 ]
 
 

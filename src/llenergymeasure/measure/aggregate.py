@@ -35,6 +35,7 @@ def window_overlap(results: Sequence[RunResult]) -> float:
 def _device_union(readings: list[DeviceEnergy]) -> DeviceEnergy:
     """One device seen by several ranks: counted once, over the union of their windows."""
     timed = [d for d in readings if d.window_start_unix_s is not None]
+    timed_starts = [d.window_start_unix_s for d in readings if d.window_start_unix_s is not None]
     widest = max(
         timed or readings, key=lambda d: (d.window_end_unix_s or 0) - (d.window_start_unix_s or 0)
     )
@@ -46,7 +47,7 @@ def _device_union(readings: list[DeviceEnergy]) -> DeviceEnergy:
         "throttle_s": max(throttles) if throttles else None,
         "throttle_reasons": sorted({r for d in readings for r in d.throttle_reasons}),
         "max_temperature_c": max(temps) if temps else None,
-        "window_start_unix_s": min((d.window_start_unix_s for d in timed), default=None),
+        "window_start_unix_s": min(timed_starts, default=None),
         "window_end_unix_s": max((d.window_end_unix_s or 0 for d in timed), default=None),
         "idle_power_w": None,
         "adjusted_energy_j": None,

@@ -27,11 +27,12 @@ def warm_up(
     batch_size: int,
     measurement: MeasurementConfig,
 ) -> Warmup:
-    """Generate warmup batches (cycling the run's prompts, all submitted at once).
+    """Generate the run's first batch again and again (all submitted at once) to warm up.
 
-    At least `warmup_batches`; when `warmup_max_batches` allows more, batches continue until
-    the coefficient of variation of wall time per output token over the last
-    `warmup_cv_batches` batches is under `warmup_cv_threshold`, or the maximum is reached.
+    The same work every time, so the spread of its latency is the system settling, not the
+    prompts differing. At least `warmup_batches`; when `warmup_max_batches` allows more,
+    batches continue until the coefficient of variation of wall time per output token over
+    the last `warmup_cv_batches` batches is under `warmup_cv_threshold`, or the maximum.
     Nothing cached in the warmup reaches the window: the session resets the backend's
     caches after it.
     """
@@ -41,14 +42,12 @@ def warm_up(
     if minimum == 0 or not prompts:
         return Warmup(batches=0, duration_s=0.0, converged=None, note="no warmup", **record)
     adaptive = maximum > minimum
-    size = min(batch_size, len(prompts))
+    batch = list(prompts[: min(batch_size, len(prompts))])
     per_token_s: list[float] = []
     cv: float | None = None
     converged: bool | None = None
     start_s = time.perf_counter()
-    for number in range(maximum if adaptive else minimum):
-        first = number * size
-        batch = [prompts[(first + j) % len(prompts)] for j in range(size)]
+    for _ in range(maximum if adaptive else minimum):
         t0 = time.perf_counter()
         timings = backend.run(batch, offline=True)
         elapsed_s = time.perf_counter() - t0

@@ -150,7 +150,9 @@ def latency_distributions(latency: pd.DataFrame, runs: pd.DataFrame, path: Path)
     backends = sorted(data["backend"].unique())
     ttft = [data.loc[data.backend == b, "ttft_s"].to_numpy(float) for b in backends]
     itl = [
-        np.concatenate([np.asarray(v, float) for v in data.loc[data.backend == b, "itl_s"]] or [[]])
+        np.concatenate(
+            [np.asarray(v, float) for v in data.loc[data.backend == b, "itl_s"]] or [np.empty(0)]
+        )
         for b in backends
     ]
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))

@@ -34,6 +34,8 @@ SUMMARY_COLUMNS = {
     "energy_per_output_token_j_ci_low": "CI low",
     "energy_per_output_token_j_ci_high": "CI high",
     "energy_per_output_token_j_cv": "CV",
+    "energy_per_output_token_j_ci_method": "CI method",
+    "ci_confidence": "CI level",
     "output_tokens_per_s_mean": "tok/s",
     "high_variance": "high var",
 }
@@ -85,6 +87,8 @@ def run_view(result: RunResult) -> Table:
         ),
         ("throughput", f"{result.throughput.output_tokens_per_s:.2f} output tok/s"),
         ("TTFT (s)", _stats(result.latency.ttft_s)),
+        ("service TTFT (s)", _stats(result.latency.service_ttft_s)),
+        ("queue (s)", _stats(result.latency.queue_s)),
         ("ITL (s)", _stats(result.latency.itl_s)),
     ]
     if energy.energy_j is None:

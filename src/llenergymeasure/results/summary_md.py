@@ -20,6 +20,8 @@ TABLE_METRICS = (
     "adjusted_energy_per_output_token_j",
     "output_tokens_per_s",
     "ttft_median_s",
+    "service_ttft_median_s",
+    "queue_median_s",
     "itl_median_s",
 )
 """Metrics shown with an interval in the table."""
@@ -81,8 +83,9 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
         "some metric.",
         "",
         "| model | backend | batch | dtype | quant. | n | energy/token (J) | adjusted (J) "
-        "| throughput (tok/s) | TTFT p50 (s) | ITL p50 (s) | GFLOPs/token | energy source |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| throughput (tok/s) | TTFT p50 (s) | service TTFT p50 (s) | queue p50 (s) "
+        "| ITL p50 (s) | GFLOPs/token | energy source |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in summary.iterrows():
         flops = row["flops_per_output_token_mean"]
@@ -100,6 +103,8 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
                     _with_ci(row, "adjusted_energy_per_output_token_j"),
                     _with_ci(row, "output_tokens_per_s"),
                     _with_ci(row, "ttft_median_s"),
+                    _with_ci(row, "service_ttft_median_s"),
+                    _with_ci(row, "queue_median_s"),
                     _with_ci(row, "itl_median_s"),
                     "null" if pd.isna(flops) else _fmt(float(flops) / 1e9),
                     f"{row['energy_method']} ({row['energy_confidence']})",
@@ -126,7 +131,9 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
         "useful work over real tokens.",
         f"- Intervals: {_interval_methods_text(summary)}",
         "- Latency: every output token timestamped per request; TTFT from the request's "
-        "arrival (queueing included); ITL pooled over requests before percentiles.",
+        "arrival (queueing included), service TTFT from its hand-over to the engine, queue "
+        "from arrival to hand-over (a wait inside the engine counts as service); ITL pooled "
+        "over requests before percentiles.",
         f"- Hosts: {', '.join(provenance['hosts'])}. Devices: {'; '.join(provenance['devices'])}.",
         f"- Code: llenergymeasure {provenance['llenergymeasure']}, git "
         f"{provenance['git']['commit'] or 'unknown'}"
