@@ -96,7 +96,9 @@ def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
         "power_timeline",
     ):
         assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| smollm2-135m | transformers | 1 |" in (out / "summary.md").read_text()
+    summary_md = (out / "summary.md").read_text()
+    assert "| smollm2-135m | transformers | 1 |" in summary_md
+    assert "Protocol: cooldown not observable (meter 'codecarbon' gives no device" in summary_md
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["runs"] == 2 and provenance["energy_methods"] == ["codecarbon (estimated)"]
     report = snakemake(tmp_path, campaign, "--report", str(out / "report.html"))

@@ -22,7 +22,7 @@ def window_warnings(
     if window_s < SHORT_WINDOW_S:
         warnings.append(
             f"measurement window {window_s:.2f} s is under {SHORT_WINDOW_S:.0f} s: energy "
-            "counters (NVML updates ~every 100 ms) are noisy here; measure more prompts"
+            "counters (NVML updates ~every 100 ms) are noisy here; set measurement.min_window_s"
         )
     if energy.confidence == "estimated":
         warnings.append(f"energy is estimated ({energy.method}), not read from a hardware counter")

@@ -65,6 +65,24 @@ def _stats(stats: Stats | None) -> str:
     return f"median {stats.median:.4g}, p95 {stats.p95:.4g}, mean {stats.mean:.4g} (n={stats.n})"
 
 
+def _protocol(result: RunResult) -> str:
+    """Cooldown, warmup and cache state of a run, in one line."""
+    timing, parts = result.timing, []
+    if timing.cooldown is not None:
+        c = timing.cooldown
+        parts.append(
+            f"cooldown null ({c.null_reason})"
+            if c.cooldown_s is None
+            else f"cooldown {c.cooldown_s:.1f} s ({'settled' if c.settled else 'not settled'})"
+        )
+    if timing.warmup is not None:
+        parts.append(f"warmup {timing.warmup.batches} batches: {timing.warmup.note}")
+    if result.cache is not None:
+        hits = result.cache.window_cached_prompt_tokens
+        parts.append(f"{result.cache.note}; window cache hits {cell(hits)} prompt tokens")
+    return "; ".join(parts) or "not recorded"
+
+
 def run_view(result: RunResult) -> Table:
     """One run: configuration, tokens, latency, energy, FLOPs, provenance, warnings."""
     cfg, energy = result.config, result.energy
@@ -77,9 +95,11 @@ def run_view(result: RunResult) -> Table:
         ("settings", ", ".join(f"{k}={v}" for k, v in settings.items())),
         (
             "window",
-            f"{result.timing.window_s:.2f} s from {result.timing.started_at}; "
+            f"{result.timing.window_s:.2f} s from {result.timing.started_at} "
+            f"({result.timing.window_passes} passes); "
             f"model load {result.timing.model_load_s:.1f} s",
         ),
+        ("before the window", _protocol(result)),
         (
             "tokens",
             f"{result.tokens.num_requests} requests, {result.tokens.input_tokens} in, "

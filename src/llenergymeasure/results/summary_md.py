@@ -69,6 +69,42 @@ def _interval_methods_text(summary: pd.DataFrame) -> str:
     return text + ". Equal repeats give a zero-width interval; a single repeat, none."
 
 
+def _protocol_text(runs: pd.DataFrame) -> str:
+    """Cooldown, warmup, window passes and prefix caching of the campaign's runs, in words."""
+    n = len(runs)
+    cooled = runs["cooldown_s"].dropna()
+    if len(cooled):
+        settled = int(runs["cooldown_settled"].fillna(False).astype(bool).sum())
+        cooldown = (
+            f"cooldown before every run, {cooled.median():.1f} s median, settled in "
+            f"{settled} of {n} runs"
+        )
+    else:
+        reasons = sorted(set(runs["cooldown_null_reason"].dropna()))
+        cooldown = f"cooldown not observable ({'; '.join(reasons) or 'no record'})"
+    judged = runs["warmup_converged"].dropna()
+    warmup = (
+        f"warmup stable in {int(judged.astype(bool).sum())} of {len(judged)} runs judged"
+        if len(judged)
+        else "warmup of a fixed count (stability not judged)"
+    )
+    passes = runs["window_passes"].dropna()
+    window = (
+        f"windows of {int(passes.min())}–{int(passes.max())} passes over the prompt set"
+        if len(passes)
+        else "window passes not recorded"
+    )
+    caching = runs["prefix_caching"].fillna(False).astype(bool)
+    cached = runs["window_cached_prompt_tokens"].dropna()
+    prefix = (
+        f"prefix caching on in {int(caching.sum())} runs (reset before each window; "
+        f"{int(cached.sum())} window prompt tokens served from cache)"
+        if caching.any()
+        else "no prefix caching: every window prefill computed in full"
+    )
+    return f"{cooldown}; {warmup}; {window}; {prefix}."
+
+
 def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path: Path) -> str:
     """Markdown of the summary table and its methods."""
     provenance = json.loads(provenance_path.read_text())
@@ -130,6 +166,7 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
         f"(confidence {', '.join(sorted(set(runs['flops_confidence'].dropna())))}); "
         "useful work over real tokens.",
         f"- Intervals: {_interval_methods_text(summary)}",
+        f"- Protocol: {_protocol_text(runs)}",
         "- Latency: every output token timestamped per request; TTFT from the request's "
         "arrival (queueing included), service TTFT from its hand-over to the engine, queue "
         "from arrival to hand-over (a wait inside the engine counts as service); ITL pooled "
