@@ -148,6 +148,9 @@ class Baseline(ResultModel):
     end_unix_s: float | None = Field(None, description="When it ended.")
     age_s: float | None = Field(None, description="Age when this run used it (cache).")
     cached: bool = False
+    cooldown_s: float | None = Field(
+        None, description="Results before schema 1.5 only: the cooldown is now timing.cooldown."
+    )
 
 
 class MeterChoice(ResultModel):
