@@ -74,8 +74,15 @@ def run(
     flops_profile: Annotated[
         Path | None, typer.Option(help="calflops profile of the model (llem flops-profile).")
     ] = None,
+    log: Annotated[
+        Path | None, typer.Option("--log", help="The run's log file (named in a failure record).")
+    ] = None,
 ) -> None:
-    """Measure one run from its resolved config.json."""
+    """Measure one run from its resolved config.json.
+
+    A run that fails writes a failure record as its result.json (class, message, phase) and
+    exits 0, so the campaign goes on; only a failure that cannot be recorded exits non-zero.
+    """
     from pydantic import ValidationError
 
     from llenergymeasure.config.models import ExperimentConfig
@@ -85,22 +92,38 @@ def run(
         experiment = ExperimentConfig.model_validate_json(config.read_bytes())
     except (OSError, ValidationError) as e:
         _fail(LlemError(f"{config}: not a resolved run configuration: {e}"))
+    from llenergymeasure.measure.failure import failure_record, run_limits, write_failure
+    from llenergymeasure.measure.progress import Progress
     from llenergymeasure.measure.session import run as run_session
 
+    progress = Progress()
     try:
-        if experiment.settings.processes > 1:
-            from llenergymeasure.measure.multiprocess import run_ranks
+        with run_limits(experiment.measurement.max_run_s):
+            if experiment.settings.processes > 1:
+                from llenergymeasure.measure.multiprocess import run_ranks
 
-            extra = [
-                f"--{k}={v}"
-                for k, v in (("baseline-cache", baseline_cache), ("flops-profile", flops_profile))
-                if v
-            ]
-            result = run_ranks(config, experiment, out, extra)
-        else:
-            result = run_session(experiment, out, baseline_cache, flops_profile)
-    except LlemError as e:
-        _fail(e)
+                progress.phase = "ranks"
+                extra = [
+                    f"--{k}={v}"
+                    for k, v in (
+                        ("baseline-cache", baseline_cache),
+                        ("flops-profile", flops_profile),
+                    )
+                    if v
+                ]
+                result = run_ranks(config, experiment, out, extra)
+            else:
+                result = run_session(experiment, out, baseline_cache, flops_profile, progress)
+    except Exception as e:  # recorded, so the campaign keeps every other run and its tables
+        logging.getLogger("llenergymeasure").exception("run failed in phase %s", progress.phase)
+        record = failure_record(experiment, progress, e, log)
+        write_failure(out, record)
+        err.print(
+            f"{record.run_id}: failed ({record.failure_class}) in {record.phase}: "
+            f"{record.message}; recorded in {out / 'result.json'}",
+            highlight=False,
+        )
+        return
     energy = result.energy
     energy_text = (
         f"{energy.energy_j:.2f} J ({energy.method}, {energy.confidence})"
@@ -132,6 +155,42 @@ def run_rank_command(
         run_rank(experiment, out, baseline_cache, flops_profile)
     except LlemError as e:
         _fail(e)
+
+
+@app.command()
+def retry(
+    campaign_dir: Annotated[Path, typer.Argument(help="results/<campaign>")],
+    failure_class: Annotated[
+        str | None,
+        typer.Option("--class", help="Only failures of this class (e.g. out_of_memory)."),
+    ] = None,
+) -> None:
+    """Remove failure records so the same snakemake command measures those runs again."""
+    import json
+
+    from llenergymeasure.measure.failure import FAILURE_CLASSES
+
+    if failure_class is not None and failure_class not in FAILURE_CLASSES:
+        _fail(LlemError(f"--class {failure_class!r}: not one of {', '.join(FAILURE_CLASSES)}"))
+    runs = campaign_dir / "runs"
+    if not runs.is_dir():
+        _fail(LlemError(f"{campaign_dir}: no runs/ directory (give results/<campaign>)"))
+    removed = []
+    for path in sorted(runs.glob("*/result.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("status") != "failed":
+            continue
+        if failure_class is not None and record.get("failure_class") != failure_class:
+            continue
+        for name in ("result.json", "timeseries.parquet"):
+            (path.parent / name).unlink(missing_ok=True)
+        removed.append(f"{record['run_id']} ({record['failure_class']}: {record['message']})")
+    for line in removed:
+        out.print(f"retry: {line}", highlight=False)
+    out.print(f"{len(removed)} failed runs will run again at the next snakemake", highlight=False)
 
 
 @app.command()
@@ -285,10 +344,14 @@ def show(path: Path) -> None:
 
         out.print(table_view(pd.read_parquet(path), str(path)))
         return
-    from llenergymeasure.results.models import RunResult
-    from llenergymeasure.results.render import run_view
+    from llenergymeasure.results.models import FailureRecord, RunResult
+    from llenergymeasure.results.render import failure_view, run_view
 
-    out.print(run_view(RunResult.model_validate_json(path.read_bytes())))
+    data = path.read_bytes()
+    if b'"status":"failed"' in data.replace(b" ", b""):
+        out.print(failure_view(FailureRecord.model_validate_json(data)))
+    else:
+        out.print(run_view(RunResult.model_validate_json(data)))
 
 
 def main() -> None:

@@ -168,8 +168,9 @@ def test_a_killed_rank_stops_the_others_and_fails_the_run_with_its_error(
     os.kill(rank1, signal.SIGKILL)
     killed_at = time.monotonic()
     _, stderr = launcher.communicate(timeout=120)
-    assert launcher.returncode == 2
+    assert launcher.returncode == 0, "a recorded failure lets the campaign go on"
     assert time.monotonic() - killed_at < 5 + 5 + 30, "the other rank was stopped in bounded time"
-    assert "rank 1 was killed by SIGKILL" in stderr
-    assert "other ranks (0) were stopped" in stderr
-    assert not (tmp_path / "r" / "result.json").exists()
+    record = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert record["status"] == "failed" and record["failure_class"] == "killed"
+    assert record["message"] == "rank 1 was killed by SIGKILL; the other ranks (0) were stopped"
+    assert "failed (killed)" in stderr

@@ -142,10 +142,18 @@ def test_every_run_comes_after_its_model_is_prepared(tmp_path, monkeypatch):
         assert {"resolve", "flops_profile", "prepare_model"} <= upstream_rules(node)
 
 
-def test_a_failed_run_loses_no_other_run(tmp_path, embedded_model):
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text("{}")
+def corrupt_copy(model: Path, to: Path) -> Path:
+    """The embedded model with its weights replaced by garbage: loading really fails."""
+    to.mkdir()
+    for item in model.iterdir():
+        if item.suffix != ".safetensors":
+            (to / item.name).write_bytes(item.read_bytes())
+    (to / "model.safetensors").write_bytes(b"\x00" * 64)
+    return to
+
+
+def test_a_failed_run_is_a_row_and_the_campaign_still_gets_its_tables(tmp_path, embedded_model):
+    broken = corrupt_copy(embedded_model, tmp_path / "broken-model")
     campaign = write_campaign(
         tmp_path / "campaign.yaml",
         models=["smollm2-135m", str(broken)],
@@ -154,13 +162,46 @@ def test_a_failed_run_loses_no_other_run(tmp_path, embedded_model):
         measurement={"meter": "none", "warmup_batches": 0},
     )
     done = snakemake(tmp_path, campaign)
-    assert done.returncode != 0
-    results = list((tmp_path / "results/wf/runs").glob("*/result.json"))
-    assert [p.parent.name.split("_")[0] for p in results] == ["smollm2-135m"]
-    logs = list((tmp_path / "results/wf/logs/measure").glob("broken-model_*.log"))
-    assert "cannot load model" in logs[0].read_text()
-    leftovers = list((tmp_path / "results/wf/runs").glob("broken-model_*/*"))
-    assert [p.name for p in leftovers] == ["config.json"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "results/wf"
+    runs = pd.read_parquet(out / "tables/runs.parquet").set_index("model")
+    good, bad = runs.loc["smollm2-135m"], runs.loc[str(broken)]
+    assert good["status"] == "succeeded" and good["output_tokens"] > 0
+    assert bad["status"] == "failed" and bad["failure_class"] == "engine_error"
+    assert bad["failure_phase"] == "load"
+    assert "cannot load model" in bad["failure_message"]
+    assert pd.isna(bad["output_tokens"]) and pd.isna(bad["output_tokens_per_s"]), "null, not 0"
+    assert bad["log"].endswith(f"logs/measure/{bad['run_id']}.log")
+    assert "cannot load model" in (tmp_path / bad["log"]).read_text()  # relative to the workdir
+    summary = pd.read_parquet(out / "tables/summary.parquet")
+    assert list(summary["model"]) == ["smollm2-135m"]
+    text = (out / "summary.md").read_text()
+    assert "**1 of 2 runs succeeded**; 1 failed (listed below)." in text
+    assert "| engine_error | load | BackendError: cannot load model" in text
+    assert json.loads((out / "provenance.json").read_text())["failed_by_class"] == {
+        "engine_error": 1
+    }
+    assert (out / "figures/energy_vs_batch.png").read_bytes()[:4] == b"\x89PNG"
+    report = snakemake(tmp_path, campaign, "--report", str(out / "report.html"))
+    assert report.returncode == 0, report.stderr[-2000:]
+
+    assert planned_jobs(snakemake(tmp_path, campaign, "-n").stdout).get("measure", 0) == 0
+    retry = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure", "retry", str(out), "--class", "engine_error"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "1 failed runs will run again" in retry.stdout
+    plan = snakemake(tmp_path, campaign, "-n")
+    assert planned_jobs(plan.stdout).get("measure") == 1, plan.stdout + plan.stderr
+    assert bad["run_id"] in plan.stdout
+    good_result = out / f"runs/{good['run_id']}/result.json"
+    kept = good_result.stat().st_mtime_ns
+    assert snakemake(tmp_path, campaign).returncode == 0
+    assert good_result.stat().st_mtime_ns == kept, "only the failed point ran again"
+    again = json.loads((out / f"runs/{bad['run_id']}/result.json").read_text())
+    assert again["status"] == "failed" and again["failure_class"] == "engine_error"
 
 
 @pytest.mark.parametrize(

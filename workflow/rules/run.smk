@@ -44,4 +44,5 @@ rule measure:
         CONDA_ENV
     shell:
         "llem run {input.config} --out $(dirname {output.result})"
-        " --baseline-cache {params.baselines} --flops-profile {input.flops} > {log} 2>&1"
+        " --baseline-cache {params.baselines} --flops-profile {input.flops} --log {log}"
+        " > {log} 2>&1"

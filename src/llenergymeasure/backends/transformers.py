@@ -99,7 +99,7 @@ class TransformersBackend:
                 device_map={"": str(self.device)} if quantization.startswith("bnb") else None,
             )
             self.model = model if quantization.startswith("bnb") else model.to(self.device)
-        except (OSError, ValueError, ImportError) as e:
+        except Exception as e:  # corrupt weights raise the loader's own errors, too
             raise BackendError(
                 f"cannot load model {self.config.model.name!r} from {path}: {e}"
             ) from e

@@ -211,6 +211,10 @@ def _check_prompt_count(settings: Settings, prompts: ResolvedPrompts, source: st
         )
 
 
+# Measurement keys that bound how a run is supervised, not what it measures: not in its id.
+OPERATIONAL_KEYS = frozenset({"rank_grace_s", "max_run_s"})
+
+
 def config_hash(run: ExperimentConfig) -> str:
     """SHA-256 of the run's canonical identity.
 
@@ -225,6 +229,9 @@ def hash_config_data(config: dict[str, Any]) -> str:
     """`config_hash` of a resolved configuration as plain JSON data (e.g. from result.json)."""
     identity = {k: v for k, v in config.items() if k != "campaign"}
     identity["model"] = {k: v for k, v in config["model"].items() if k != "path"}
+    identity["measurement"] = {
+        k: v for k, v in config["measurement"].items() if k not in OPERATIONAL_KEYS
+    }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -285,11 +285,18 @@ class MeasurementConfig(StrictModel):
         0.0, ge=0, description="Fixed pause before each measured run on a device (heat soak)."
     )
     pue: float = Field(1.0, ge=1.0, description="Power usage effectiveness of the facility.")
+    max_run_s: float | None = Field(
+        None,
+        gt=0,
+        description="Stop a run that has not finished after this many seconds and record it "
+        "as `timeout` (default: no bound; under SLURM the job's own time limit is always "
+        "watched). Not part of the run id.",
+    )
     rank_grace_s: float = Field(
         30.0,
         gt=0,
         description="Multi-process runs: when one rank fails, the others are stopped after "
-        "this many seconds (then killed).",
+        "this many seconds (then killed). Not part of the run id.",
     )
     country_iso_code: str = Field(
         "USA", pattern=r"^[A-Z]{3}$", description="ISO 3166 alpha-3 country for carbon intensity."

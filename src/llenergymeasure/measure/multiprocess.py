@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,10 +11,12 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.errors import LlemError
 from llenergymeasure.measure.aggregate import aggregate
+from llenergymeasure.measure.failure import RankFailed, classify, one_line
+from llenergymeasure.measure.progress import Progress
 from llenergymeasure.results.io import write_model_atomic, write_text_atomic
 from llenergymeasure.results.models import RunResult
 
@@ -73,7 +76,11 @@ def run_ranks(
         )
         for rank in range(world)
     ]
-    _wait_all(ranks, out_dir, config.measurement.rank_grace_s)
+    try:
+        _wait_all(ranks, out_dir, config.measurement.rank_grace_s)
+    except BaseException:  # our own failure or a time bound: no rank outlives the run
+        _stop([p for p in ranks if p.poll() is None])
+        raise
     files = [f"process_{rank}.json" for rank in range(world)]
     results = [RunResult.model_validate_json((out_dir / f).read_bytes()) for f in files]
     result = aggregate(results, files)
@@ -85,7 +92,7 @@ def _wait_all(ranks: list[subprocess.Popen[bytes]], out_dir: Path, grace_s: floa
     """Wait for every rank; when one fails, stop the others within `grace_s` and raise.
 
     Raises:
-        LlemError: With the first failed rank's own error.
+        RankFailed: With the first failed rank's own error, class and phase.
     """
     failed: list[int] = []
     deadline_s: float | None = None
@@ -103,10 +110,12 @@ def _wait_all(ranks: list[subprocess.Popen[bytes]], out_dir: Path, grace_s: floa
         time.sleep(0.1)
     if failed:
         rank = failed[0]
-        others = [i for i in range(len(ranks)) if i != rank]
-        raise LlemError(
-            f"{_rank_error(out_dir, rank, ranks[rank].returncode)}; the other ranks "
-            f"({', '.join(map(str, others))}) were stopped"
+        others = ", ".join(str(i) for i in range(len(ranks)) if i != rank)
+        error = _rank_error(out_dir, rank, ranks[rank].returncode)
+        raise RankFailed(
+            error["failure_class"],
+            f"{error['message']}; the other ranks ({others}) were stopped",
+            error["phase"],
         )
 
 
@@ -122,13 +131,17 @@ def _stop(running: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def _rank_error(out_dir: Path, rank: int, code: int | None) -> str:
+def _rank_error(out_dir: Path, rank: int, code: int | None) -> dict[str, Any]:
+    """The rank's own error record, or what its exit status says."""
     path = out_dir / f"process_{rank}.error"
     if path.exists():
-        return f"rank {rank} failed: {path.read_text().strip()}"
+        error = json.loads(path.read_text())
+        return {**error, "message": f"rank {rank} failed: {error['message']}"}
     if code is not None and code < 0:
-        return f"rank {rank} was killed by {signal.Signals(-code).name}"
-    return f"rank {rank} exited with status {code}"
+        message = f"rank {rank} was killed by {signal.Signals(-code).name}"
+        return {"failure_class": "killed", "message": message, "phase": "ranks"}
+    message = f"rank {rank} exited with status {code}"
+    return {"failure_class": "internal", "message": message, "phase": "ranks"}
 
 
 def run_rank(
@@ -144,6 +157,7 @@ def run_rank(
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group("nccl" if config.measurement.device == "cuda" else "gloo")
+    progress = Progress()
     try:
         result = measure(
             config,
@@ -153,12 +167,13 @@ def run_rank(
             rank=rank,
             world=world,
             sync=dist.barrier,
+            progress=progress,
         )
         write_model_atomic(out_dir / f"process_{rank}.json", result)
     except Exception as e:
         # The launcher reports the first failed rank's own error, not only its exit status.
-        line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        write_text_atomic(out_dir / f"process_{rank}.error", f"{type(e).__name__}: {line}\n")
+        error = {"failure_class": classify(e), "message": one_line(e), "phase": progress.phase}
+        write_text_atomic(out_dir / f"process_{rank}.error", json.dumps(error) + "\n")
         traceback.print_exc()
         raise
     finally:

@@ -24,6 +24,7 @@ from llenergymeasure.measure.energy import adjust_for_idle, with_facility
 from llenergymeasure.measure.flops import run_flops
 from llenergymeasure.measure.latency import latency_summary, request_result
 from llenergymeasure.measure.precision import precision_for
+from llenergymeasure.measure.progress import Progress
 from llenergymeasure.measure.quality import window_warnings
 from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.measure.warmup import warm_up
@@ -83,10 +84,12 @@ class Observed:
 
 def observe(
     config: ExperimentConfig,
+    *,
     baseline_cache: Path | None,
     rank: int,
     world: int,
     barrier: Callable[[], None],
+    progress: Progress,
 ) -> Observed:
     """Load, cool down, measure the idle baseline, warm up, then measure a clean window.
 
@@ -95,10 +98,11 @@ def observe(
     right before the windows start.
     """
     measurement = config.measurement
+    progress.phase = "load"
     backend = create_backend(config)
     t_load = time.perf_counter()
     backend.load()
-    model_load_s = time.perf_counter() - t_load
+    model_load_s = progress.timings["model_load_s"] = time.perf_counter() - t_load
     load_rss_mb = memory.rss_mb()
     load_device_mb, _ = backend.device_memory_mb()
     prompts = backend.prepare_prompts()[rank::world]
@@ -108,17 +112,23 @@ def observe(
     sampler.start()
     try:
         barrier()  # every rank is loaded: nothing of this run heats the devices any more
+        progress.phase = "cooldown"
         cooled = cooldown(sampler, measurement.cooldown_max_s, setup.choice.chosen)
+        if cooled.cooldown_s is not None:
+            progress.timings["cooldown_s"] = cooled.cooldown_s
+        progress.phase = "baseline"
         baseline = idle_baseline(setup, sampler, measurement, baseline_cache)
         barrier()  # every rank's baseline is done before any rank warms up
-        sampler.phase = "warmup"
+        progress.phase = sampler.phase = "warmup"
         warmup = warm_up(backend, prompts, config.settings.batch_size, measurement)
+        progress.timings["warmup_s"] = warmup.duration_s
         cache = backend.reset_caches()
         backend.reset_peak_device_memory()
         rss_reset_error = memory.reset_peak_rss()
         meter = setup.make_meter(sampler)
         barrier()
-        sampler.phase = "window"
+        progress.phase = sampler.phase = "window"
+        log.info("window: %d prompts, at least %g s", len(prompts), measurement.min_window_s)
         started_at = _now()
         window_start_unix_s = time.time()
         meter.begin_window()
@@ -128,6 +138,8 @@ def observe(
         window_end_unix_s = time.time()
         energy = meter.end_window()
         sampler.phase = "post"
+        progress.phase = "finish"
+        progress.timings["window_s"] = window_s
         return Observed(
             backend=backend,
             setup=setup,
@@ -167,6 +179,7 @@ def measure(
     rank: int = 0,
     world: int = 1,
     sync: Callable[[], None] | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Measure one run (or one rank of it) end to end.
 
@@ -178,11 +191,20 @@ def measure(
         rank: This process's rank in a multi-process run; it measures prompts[rank::world].
         world: Number of ranks.
         sync: Barrier across ranks.
+        progress: Updated with the current phase, for a failure record.
     """
     settings, measurement = config.settings, config.measurement
     rid = run_id(config)
     _gap(measurement.gap_s)
-    o = observe(config, baseline_cache, rank, world, sync or (lambda: None))
+    progress = progress if progress is not None else Progress()
+    o = observe(
+        config,
+        baseline_cache=baseline_cache,
+        rank=rank,
+        world=world,
+        barrier=sync or (lambda: None),
+        progress=progress,
+    )
     model_config, config_error = _model_config(o.backend)
     baseline = o.baseline
     energy = o.energy.model_copy(update={"meter_choice": o.setup.choice, "baseline": baseline})
@@ -377,10 +399,15 @@ def run(
     out_dir: Path,
     baseline_cache: Path | None = None,
     calflops_profile: Path | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Measure one run and write `out_dir/result.json` (and timeseries.parquet) atomically."""
     result = measure(
-        config, out_dir=out_dir, baseline_cache=baseline_cache, calflops_profile=calflops_profile
+        config,
+        out_dir=out_dir,
+        baseline_cache=baseline_cache,
+        calflops_profile=calflops_profile,
+        progress=progress,
     )
     write_model_atomic(out_dir / "result.json", result)
     return result

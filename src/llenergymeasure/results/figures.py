@@ -41,13 +41,15 @@ def _energy_label(summary: pd.DataFrame) -> str:
     return f"{', '.join(kinds) or 'null'}; {', '.join(methods) or 'no meter'}"
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
+def _save(fig: plt.Figure, path: Path, footnote: str = "") -> None:
+    if footnote:
+        fig.text(0.01, 0.005, footnote, fontsize=7, ha="left", va="bottom", style="italic")
+    fig.tight_layout(rect=(0, 0.03 if footnote else 0, 1, 1))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
-def energy_vs_batch(summary: pd.DataFrame, path: Path) -> None:
+def energy_vs_batch(summary: pd.DataFrame, path: Path, footnote: str = "") -> None:
     """Energy per output token vs batch size, a line per backend x dtype with CI bands."""
     fig, ax = plt.subplots(figsize=(6, 4))
     data = summary.dropna(subset=["energy_per_output_token_j_mean"])
@@ -82,7 +84,7 @@ def energy_vs_batch(summary: pd.DataFrame, path: Path) -> None:
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    _save(fig, path, footnote)
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -96,7 +98,7 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return points.loc[front]
 
 
-def throughput_vs_energy(summary: pd.DataFrame, path: Path) -> None:
+def throughput_vs_energy(summary: pd.DataFrame, path: Path, footnote: str = "") -> None:
     """Throughput against energy per token, every configuration, Pareto front marked."""
     x, y = "energy_per_output_token_j_mean", "output_tokens_per_s_mean"
     data = summary.dropna(subset=[x, y])
@@ -141,10 +143,12 @@ def throughput_vs_energy(summary: pd.DataFrame, path: Path) -> None:
     ax.set_title(f"Throughput vs energy ({_energy_label(summary)})", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    _save(fig, path, footnote)
 
 
-def latency_distributions(latency: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
+def latency_distributions(
+    latency: pd.DataFrame, runs: pd.DataFrame, path: Path, footnote: str = ""
+) -> None:
     """TTFT and inter-token latency per backend, every request of every run pooled."""
     data = latency.merge(runs[["run_id", "backend"]], on="run_id")
     backends = sorted(data["backend"].unique())
@@ -173,10 +177,12 @@ def latency_distributions(latency: pd.DataFrame, runs: pd.DataFrame, path: Path)
         counts = ", ".join(f"{b}: n={len(v)}" for b, v in zip(backends, values, strict=True))
         ax.set_title(counts, fontsize=8)
     fig.suptitle("Latency per backend (all requests, all runs)", fontsize=9)
-    _save(fig, path)
+    _save(fig, path, footnote)
 
 
-def power_timeline(timeseries: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
+def power_timeline(
+    timeseries: pd.DataFrame, runs: pd.DataFrame, path: Path, footnote: str = ""
+) -> None:
     """One run's power per device over time, with baseline and window marked."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     with_power = timeseries.dropna(subset=["power_w"])
@@ -193,7 +199,7 @@ def power_timeline(timeseries: pd.DataFrame, runs: pd.DataFrame, path: Path) -> 
             transform=ax.transAxes,
         )
         ax.set_axis_off()
-        _save(fig, path)
+        _save(fig, path, footnote)
         return
     run_id = with_power["run_id"].iloc[0]
     one = with_power[with_power.run_id == run_id]
@@ -231,7 +237,7 @@ def power_timeline(timeseries: pd.DataFrame, runs: pd.DataFrame, path: Path) -> 
     ax.set_title(f"Power timeline of {run_id}", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    _save(fig, path, footnote)
 
 
 def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
@@ -239,6 +245,9 @@ def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = pd.read_parquet(tables_dir / "summary.parquet")
     runs = pd.read_parquet(tables_dir / "runs.parquet")
+    failed = int((runs["status"] == "failed").sum())
+    runs = runs[runs["status"] != "failed"]
+    footnote = f"{failed} failed runs left out (see summary.md)" if failed else ""
     latency = pd.read_parquet(tables_dir / "latency.parquet")
     timeseries = pd.read_parquet(tables_dir / "timeseries.parquet")
     paths = {
@@ -250,8 +259,8 @@ def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
             "power_timeline",
         )
     }
-    energy_vs_batch(summary, paths["energy_vs_batch"])
-    throughput_vs_energy(summary, paths["throughput_vs_energy"])
-    latency_distributions(latency, runs, paths["latency_distributions"])
-    power_timeline(timeseries, runs, paths["power_timeline"])
+    energy_vs_batch(summary, paths["energy_vs_batch"], footnote)
+    throughput_vs_energy(summary, paths["throughput_vs_energy"], footnote)
+    latency_distributions(latency, runs, paths["latency_distributions"], footnote)
+    power_timeline(timeseries, runs, paths["power_timeline"], footnote)
     return list(paths.values())

@@ -338,10 +338,35 @@ class ProcessSummary(ResultModel):
     energy_j: float | None
 
 
+FailureClass = Literal[
+    "out_of_memory", "unsupported_config", "engine_error", "timeout", "killed", "internal"
+]
+
+
+class FailureRecord(ResultModel):
+    """A run that failed: written in place of its result, so the campaign still gets tables."""
+
+    schema_version: str = SCHEMA_VERSION
+    status: Literal["failed"] = "failed"
+    run_id: str
+    configuration_id: str
+    config_hash: str
+    config: ExperimentConfig
+    failure_class: FailureClass
+    message: str = Field(..., description="The failure in one line.")
+    phase: str = Field(..., description="load | cooldown | baseline | warmup | window | finish")
+    failed_at: str = Field(..., description="ISO 8601 UTC.")
+    elapsed_s: float = Field(..., description="From the start of `llem run` to the failure.")
+    timings: dict[str, float] = Field({}, description="Durations known when it failed (s).")
+    environment: dict[str, Any]
+    log: str | None = Field(None, description="The run's log file, where the workflow keeps it.")
+
+
 class RunResult(ResultModel):
     """Everything measured in one run."""
 
     schema_version: str = SCHEMA_VERSION
+    status: Literal["succeeded"] = "succeeded"
     run_id: str
     configuration_id: str = Field(..., description="Shared by the repeats of a configuration.")
     config_hash: str

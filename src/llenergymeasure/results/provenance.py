@@ -21,20 +21,24 @@ def campaign_provenance(campaign_file: Path, result_paths: list[Path]) -> dict[s
     devices: set[str] = set()
     meters: set[str] = set()
     schemas: set[str] = set()
+    failures: dict[str, int] = {}
     for path in result_paths:
         result = json.loads(Path(path).read_bytes())
         env = result["environment"]
+        schemas.add(result["schema_version"])
+        hosts.add(env["host"])
+        if result.get("status") == "failed":
+            failures[result["failure_class"]] = failures.get(result["failure_class"], 0) + 1
+            continue
         software = {**env.get("packages", {}), **env.get("backend", {}), "python": env["python"]}
         seen = environments.setdefault(result["config"]["backend"], [])
         if software not in seen:
             seen.append(software)
-        hosts.add(env["host"])
         devices.add(f"{env['host']}: cpu {env['cpu_model']}")
         for gpu in env.get("gpus", []):
             devices.add(f"{env['host']}: gpu {gpu}")
         devices.update(f"{env['host']}: energy {d}" for d in result["energy"]["devices"])
         meters.add(f"{result['energy']['method']} ({result['energy']['confidence']})")
-        schemas.add(result["schema_version"])
     return {
         "campaign_file": str(campaign_file),
         "campaign_sha256": hashlib.sha256(campaign_file.read_bytes()).hexdigest(),
@@ -42,6 +46,9 @@ def campaign_provenance(campaign_file: Path, result_paths: list[Path]) -> dict[s
         "llenergymeasure": __version__,
         "git": git_state(),
         "runs": len(result_paths),
+        "succeeded": len(result_paths) - sum(failures.values()),
+        "failed": sum(failures.values()),
+        "failed_by_class": dict(sorted(failures.items())),
         "result_schema_versions": sorted(schemas),
         "current_schema_version": SCHEMA_VERSION,
         "software_per_backend": environments,

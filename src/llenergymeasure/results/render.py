@@ -7,7 +7,7 @@ import math
 import pandas as pd
 from rich.table import Table
 
-from llenergymeasure.results.models import RunResult, Stats
+from llenergymeasure.results.models import FailureRecord, RunResult, Stats
 
 RUN_COLUMNS = {
     "model": "model",
@@ -145,5 +145,25 @@ def run_view(result: RunResult) -> Table:
     )
     rows += [("warning", w) for w in result.warnings]
     for what, value in rows:
+        table.add_row(what, value)
+    return table
+
+
+def failure_view(record: FailureRecord) -> Table:
+    """One failed run: configuration, class, phase, message, log."""
+    table = Table(title=f"run {record.run_id}: FAILED", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    cfg = record.config
+    settings = cfg.settings.model_dump(exclude_none=True, exclude={"vllm"})
+    for what, value in (
+        ("model / backend", f"{cfg.model.name} ({cfg.model.source}) / {cfg.backend}"),
+        ("settings", ", ".join(f"{k}={v}" for k, v in settings.items())),
+        ("failure", f"{record.failure_class} in {record.phase}, after {record.elapsed_s:.1f} s"),
+        ("message", record.message),
+        ("timings", ", ".join(f"{k} {v:.2f}" for k, v in record.timings.items()) or "-"),
+        ("log", record.log or "-"),
+        ("retry", "llem retry results/<campaign> (then the same snakemake command)"),
+    ):
         table.add_row(what, value)
     return table

@@ -60,6 +60,7 @@ SUMMARY_SCHEMA = pa.schema(
     [
         *[RUNS_SCHEMA.field(name) for name in AXES],
         pa.field("repeats", pa.int64()),
+        pa.field("failed_runs", pa.int64()),
         pa.field("run_ids", pa.list_(pa.string())),
         pa.field("ci_confidence", pa.float64()),
         pa.field("ci_method_requested", pa.string()),
@@ -78,10 +79,13 @@ SUMMARY_SCHEMA = pa.schema(
 def summary_rows(runs: pd.DataFrame, analysis: AnalysisConfig) -> list[dict[str, Any]]:
     """One row per configuration, in the order configurations first appear."""
     rows = []
-    for _, group in runs.groupby("configuration_id", sort=False):
+    failed = runs[runs["status"] == "failed"].groupby("configuration_id").size()
+    succeeded = runs[runs["status"] != "failed"]  # failures are listed in summary.md
+    for configuration, group in succeeded.groupby("configuration_id", sort=False):
         first = group.iloc[0]
         row: dict[str, Any] = {name: first[name] for name in AXES}
         row["repeats"] = len(group)
+        row["failed_runs"] = int(failed.get(configuration, 0))
         row["run_ids"] = sorted(group["run_id"])
         row["ci_confidence"] = analysis.confidence
         row["ci_method_requested"] = analysis.ci_method

@@ -69,6 +69,26 @@ def _interval_methods_text(summary: pd.DataFrame) -> str:
     return text + ". Equal repeats give a zero-width interval; a single repeat, none."
 
 
+def _failure_lines(failed: pd.DataFrame) -> list[str]:
+    """The failed runs: configuration, class, phase and message (itself a result)."""
+    if failed.empty:
+        return []
+    lines = [
+        "",
+        "## Failed runs",
+        "",
+        "| model | backend | batch | dtype | repeat | class | phase | message |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, row in failed.iterrows():
+        message = str(row["failure_message"]).replace("|", "\\|")
+        lines.append(
+            f"| {row['model']} | {row['backend']} | {row['batch_size']} | {row['dtype']} "
+            f"| {row['repeat']} | {row['failure_class']} | {row['failure_phase']} | {message} |"
+        )
+    return lines
+
+
 def _protocol_text(runs: pd.DataFrame) -> str:
     """Cooldown, warmup, window passes and prefix caching of the campaign's runs, in words."""
     n = len(runs)
@@ -109,8 +129,12 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
     """Markdown of the summary table and its methods."""
     provenance = json.loads(provenance_path.read_text())
     campaign = summary["campaign"].iloc[0] if len(summary) else "?"
+    failed = runs[runs["status"] == "failed"]
     lines = [
         f"# Campaign `{campaign}`",
+        "",
+        f"**{len(runs) - len(failed)} of {len(runs)} runs succeeded**"
+        + (f"; {len(failed)} failed (listed below)." if len(failed) else "."),
         "",
         "Mean over repeats with its confidence interval of the mean in brackets "
         f"({ci_label(summary, TABLE_METRICS)}; a single repeat has none). Energy per token "
@@ -155,6 +179,7 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
             if pd.notna(i)
         }
     )
+    lines += _failure_lines(failed)
     lines += [
         "",
         "## Methods",

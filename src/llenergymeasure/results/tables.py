@@ -75,6 +75,11 @@ RUNS_SCHEMA = pa.schema(
         pa.field("model_source", pa.string()),
         pa.field("backend", pa.string()),
         pa.field("repeat", pa.int64()),
+        pa.field("status", pa.string()),
+        pa.field("failure_class", pa.string()),
+        pa.field("failure_message", pa.string()),
+        pa.field("failure_phase", pa.string()),
+        pa.field("log", pa.string()),
         *SETTINGS_FIELDS,
         *VLLM_FIELDS,
         pa.field("prompts_source", pa.string()),
@@ -171,17 +176,12 @@ def _get(data: dict[str, Any] | None, *keys: str) -> Any:
     return data
 
 
-def run_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One runs.parquet row of a result (read as plain JSON: fast at 10,000 runs)."""
-    cfg, energy = result["config"], result["energy"]
+def _config_columns(result: dict[str, Any]) -> dict[str, Any]:
+    """The run's identity and configuration axes (shared by results and failure records)."""
+    cfg = result["config"]
     settings = cfg["settings"]
     engine = settings.get("vllm")
-    per_device = energy.get("per_device") or []
-    temperatures = [
-        d["max_temperature_c"] for d in per_device if d.get("max_temperature_c") is not None
-    ]
-    throttles = [d["throttle_s"] for d in per_device if d.get("throttle_s") is not None]
-    row: dict[str, Any] = {
+    return {
         "run_id": result["run_id"],
         "configuration_id": result.get("configuration_id")
         or hash_config_data({**cfg, "repeat": 0})[:12],  # results before schema 1.3
@@ -196,6 +196,42 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "vllm_request_rate": _get(engine, "request_rate"),
         "prompts_source": cfg["prompts"]["source"],
         "device": cfg["measurement"]["device"],
+        "host": _get(result, "environment", "host"),
+        "git_commit": _get(result, "environment", "git", "commit"),
+        "config_hash": result["config_hash"],
+        "schema_version": result["schema_version"],
+    }
+
+
+def failure_row(record: dict[str, Any]) -> dict[str, Any]:
+    """runs.parquet row of a failure record: its class and message; every metric null."""
+    return {
+        **_config_columns(record),
+        "status": "failed",
+        "failure_class": record["failure_class"],
+        "failure_message": record["message"],
+        "failure_phase": record["phase"],
+        "log": record.get("log"),
+        "model_load_s": _get(record, "timings", "model_load_s"),
+        "cooldown_s": _get(record, "timings", "cooldown_s"),
+        "started_at": datetime.fromisoformat(record["failed_at"]),
+        "warnings": [],
+    }
+
+
+def run_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One runs.parquet row of a result (read as plain JSON: fast at 10,000 runs)."""
+    if result.get("status") == "failed":
+        return failure_row(result)
+    energy = result["energy"]
+    per_device = energy.get("per_device") or []
+    temperatures = [
+        d["max_temperature_c"] for d in per_device if d.get("max_temperature_c") is not None
+    ]
+    throttles = [d["throttle_s"] for d in per_device if d.get("throttle_s") is not None]
+    row: dict[str, Any] = {
+        **_config_columns(result),
+        "status": "succeeded",
         "window_s": result["timing"]["window_s"],
         "window_passes": result["timing"].get("window_passes", 1),
         "model_load_s": result["timing"]["model_load_s"],
@@ -235,10 +271,6 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "load_device_allocated_mb": result["memory"].get("load_device_allocated_mb"),
         "peak_device_allocated_mb": result["memory"].get("peak_device_allocated_mb"),
         "started_at": datetime.fromisoformat(result["timing"]["started_at"]),
-        "host": _get(result, "environment", "host"),
-        "git_commit": _get(result, "environment", "git", "commit"),
-        "config_hash": result["config_hash"],
-        "schema_version": result["schema_version"],
         "warnings": result.get("warnings", []),
     }
     row.update(_efficiency_columns(result))
@@ -270,8 +302,8 @@ def _efficiency_columns(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def latency_rows(result: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    """latency.parquet rows of a result: one per request."""
-    for r in result["requests"]:
+    """latency.parquet rows of a result: one per request (none for a failure record)."""
+    for r in result.get("requests", []):
         yield {
             "run_id": result["run_id"],
             "request_index": r["index"],

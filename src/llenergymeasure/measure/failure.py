@@ -1,0 +1,187 @@
+"""Failed runs as records: classify the failure, bound the run's time, write the record."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import get_args
+
+from llenergymeasure import environment
+from llenergymeasure.config.loader import config_hash, configuration_id, run_id
+from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.errors import BackendError, ConfigError, LlemError, MeterError
+from llenergymeasure.measure.progress import Progress
+from llenergymeasure.results.io import write_model_atomic
+from llenergymeasure.results.models import FailureClass, FailureRecord
+from llenergymeasure.results.timeseries import write_timeseries
+
+log = logging.getLogger(__name__)
+
+OOM_PATTERNS = (
+    "out of memory",  # torch.OutOfMemoryError, CUDA and vLLM/TensorRT-LLM messages
+    "can't allocate memory",  # torch's CPU allocator under a memory limit
+    "cannot allocate memory",
+    "no available memory for the cache blocks",  # vLLM: KV cache does not fit
+)
+UNSUPPORTED_PATTERNS = (
+    "rejected the engine settings",
+    "does not accept engine setting",
+    "not supported",
+    "unsupported",
+    "is larger than the maximum",  # vLLM: context longer than max_model_len
+)
+
+
+class RunInterrupted(LlemError):
+    """The run was stopped from outside its own code (a time bound, SLURM's signal)."""
+
+    def __init__(self, failure_class: FailureClass, message: str) -> None:
+        self.failure_class = failure_class
+        super().__init__(message)
+
+
+class RankFailed(LlemError):
+    """A rank of a multi-process run failed; carries that rank's own class and phase."""
+
+    def __init__(self, failure_class: FailureClass, message: str, phase: str) -> None:
+        self.failure_class = failure_class
+        self.phase = phase
+        super().__init__(message)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's type and first line of message, at most 500 characters."""
+    text = str(error).strip()
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first}"[:500] if first else type(error).__name__
+
+
+def classify(error: BaseException) -> FailureClass:
+    """Which kind of failure an exception is (out of memory recognised by its message)."""
+    if isinstance(error, RunInterrupted | RankFailed):
+        return error.failure_class
+    text = str(error).lower()
+    if isinstance(error, MemoryError) or any(p in text for p in OOM_PATTERNS):
+        return "out_of_memory"
+    if type(error).__name__ == "OutOfMemoryError":
+        return "out_of_memory"
+    if isinstance(error, ConfigError) or any(p in text for p in UNSUPPORTED_PATTERNS):
+        return "unsupported_config"
+    if isinstance(error, BackendError | MeterError):
+        return "engine_error"
+    return "internal"
+
+
+def slurm_time_left_s(environ: dict[str, str] | None = None) -> float | None:
+    """Seconds left of this SLURM job's time limit (squeue %L), None outside SLURM."""
+    job = (environ if environ is not None else os.environ).get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%L"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", out)
+    if not match:
+        return None  # UNLIMITED, NOT_SET, or the job is unknown
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def _deadline_s(max_run_s: float | None) -> tuple[float | None, str]:
+    """The run's own time bound and where it comes from."""
+    left_s = slurm_time_left_s()
+    bounds: list[tuple[float, str]] = []
+    if max_run_s is not None:
+        bounds.append((max_run_s, f"measurement.max_run_s = {max_run_s:g} s"))
+    if left_s is not None:
+        margin_s = min(60.0, max(10.0, 0.2 * left_s))  # time to stop cleanly and record
+        bounds.append(
+            (
+                max(1.0, left_s - margin_s),
+                f"the SLURM job's time limit ({left_s:.0f} s left at the start, stopped "
+                f"{margin_s:.0f} s early to record it)",
+            )
+        )
+    if not bounds:
+        return None, ""
+    return min(bounds)
+
+
+@contextmanager
+def run_limits(max_run_s: float | None) -> Iterator[None]:
+    """Bound the run: `max_run_s` and, under SLURM, the job's time limit and its SIGTERM.
+
+    Either raises RunInterrupted("timeout") in the run's main thread. Outside SLURM a
+    SIGTERM keeps its default meaning (the run is interrupted, not recorded), so an
+    interrupted campaign redoes it.
+    """
+    deadline_s, source = _deadline_s(max_run_s)
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise RunInterrupted("timeout", f"stopped after {deadline_s:g} s by {source}")
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise RunInterrupted(
+            "timeout", "SIGTERM from SLURM: the job reached its time limit (or was cancelled)"
+        )
+
+    previous_alarm = signal.signal(signal.SIGALRM, on_alarm)
+    previous_term = signal.getsignal(signal.SIGTERM)
+    if os.environ.get("SLURM_JOB_ID"):
+        signal.signal(signal.SIGTERM, on_term)
+    if deadline_s is not None:
+        log.info("run bounded to %.0f s by %s", deadline_s, source)
+        signal.setitimer(signal.ITIMER_REAL, deadline_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_alarm)
+        signal.signal(signal.SIGTERM, previous_term)
+
+
+def failure_record(
+    config: ExperimentConfig, progress: Progress, error: BaseException, log_path: Path | None
+) -> FailureRecord:
+    """The record of a failed run: class, one-line message, phase, what was known."""
+    phase = error.phase if isinstance(error, RankFailed) else progress.phase
+    message = str(error) if isinstance(error, RunInterrupted | RankFailed) else one_line(error)
+    return FailureRecord(
+        run_id=run_id(config),
+        configuration_id=configuration_id(config),
+        config_hash=config_hash(config),
+        config=config,
+        failure_class=classify(error),
+        message=message,
+        phase=phase,
+        failed_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        elapsed_s=progress.elapsed_s(),
+        timings=dict(progress.timings),
+        environment=environment.collect(config.measurement.device),
+        log=None if log_path is None else str(log_path),
+    )
+
+
+def write_failure(out_dir: Path, record: FailureRecord) -> None:
+    """Write the record as the run's result.json, and an empty timeline beside it (atomic)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_timeseries(out_dir / "timeseries.parquet", record.run_id, [], 0.0)
+    write_model_atomic(out_dir / "result.json", record)
+
+
+FAILURE_CLASSES: tuple[str, ...] = get_args(FailureClass)
