@@ -24,7 +24,7 @@ def child() -> None:
     from overhead import transformers_bench
 
     from llenergymeasure.devices.nvml import NvmlSource
-    from llenergymeasure.measure.sampler import Sampler
+    from llenergymeasure.devices.sampler import Sampler
 
     sampler = Sampler(NvmlSource(), interval_s=0.1)
     wall_s, cpu0 = 10.0, time.process_time()

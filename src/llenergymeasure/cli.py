@@ -196,7 +196,7 @@ def retry(
 @app.command()
 def doctor() -> None:
     """Print what can be measured on this host, and why not where it cannot."""
-    from llenergymeasure.devices.doctor import probe_all
+    from llenergymeasure.doctor import probe_all
 
     table = Table(title="llem doctor: energy sources on this host")
     for column in ("source", "available", "devices / reason"):

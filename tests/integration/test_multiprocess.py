@@ -174,3 +174,32 @@ def test_a_killed_rank_stops_the_others_and_fails_the_run_with_its_error(
     assert record["status"] == "failed" and record["failure_class"] == "killed"
     assert record["message"] == "rank 1 was killed by SIGKILL; the other ranks (0) were stopped"
     assert "failed (killed)" in stderr
+
+
+def test_a_rank_that_never_reaches_its_barrier_is_stopped_at_max_run_s(
+    tmp_path, campaign, embedded_model
+):
+    config = two_rank_config(campaign, meter="none", baseline_s=0, max_run_s=25)
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "llenergymeasure", "run", str(path), "--out", str(tmp_path / "r")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    rank1 = None
+    deadline = time.monotonic() + 60
+    while rank1 is None and time.monotonic() < deadline:
+        rank1 = next((p for p in _children(launcher.pid) if "--rank 1" in _cmdline(p)), None)
+        time.sleep(0.2)
+    assert rank1 is not None, "rank 1 never started"
+    os.kill(rank1, signal.SIGSTOP)  # hangs: alive, but never reaches the barrier
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, stderr[-3000:]
+    record = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert record["failure_class"] == "timeout" and record["phase"] == "ranks"
+    assert record["message"] == "stopped after 25 s by measurement.max_run_s = 25 s"
+    with pytest.raises(ProcessLookupError):
+        os.kill(rank1, 0)  # the hung rank was killed and reaped, not left behind

@@ -151,7 +151,7 @@ import json, time
 from zeus.monitor import ZeusMonitor
 from llenergymeasure.devices.counter import CounterMeter
 from llenergymeasure.devices.nvml import NvmlSource
-from llenergymeasure.measure.sampler import Sampler
+from llenergymeasure.devices.sampler import Sampler
 
 zeus = ZeusMonitor(gpu_indices=[0], cpu_indices=[])
 source = NvmlSource()

@@ -53,7 +53,7 @@ WINDOW_CHILD = """
 import json, os, time
 from llenergymeasure.devices.counter import CounterMeter
 from llenergymeasure.devices.nvml import NvmlSource
-from llenergymeasure.measure.sampler import Sampler
+from llenergymeasure.devices.sampler import Sampler
 from tests.fakes.nvml import FakeScenario, write_scenario
 
 epoch = time.time()

@@ -11,8 +11,8 @@ import pytest
 
 from llenergymeasure.devices.counter import CounterMeter
 from llenergymeasure.devices.rapl import RaplSource
+from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.errors import MeterError
-from llenergymeasure.measure.sampler import Sampler
 from tests.fakes.powercap import FakePowercap
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from llenergymeasure.backends.base import PreparedPrompt
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.prompts import read_prompts, synthetic_token_ids
+from llenergymeasure.config.prompts import read_prompts, synthetic_token_ids
 
 
 def eos_token_ids(tokenizer: Any, generation_config: Any) -> set[int]:

@@ -200,7 +200,7 @@ def _resolve_prompts(campaign: Campaign, source: str) -> ResolvedPrompts:
 def _check_prompt_count(settings: Settings, prompts: ResolvedPrompts, source: str) -> None:
     if prompts.source == "synthetic":
         return
-    from llenergymeasure.prompts import count_prompts
+    from llenergymeasure.config.prompts import count_prompts
 
     available = count_prompts(prompts)
     if settings.num_prompts > available:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from llenergymeasure.config.models import MeasurementConfig
 from llenergymeasure.devices.base import DeviceSource, EnergyMeter, NullMeter
+from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.errors import MeterError
-from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.results.models import MeterChoice
 
 ORDER = {

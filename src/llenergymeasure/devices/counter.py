@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 from llenergymeasure.devices.base import DeviceInfo, DeviceSample, DeviceSource, EnergyMeter
-from llenergymeasure.measure.sampler import Sampler
+from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.results.models import DeviceEnergy, Energy
 
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from llenergymeasure.config.models import MeasurementConfig
 from llenergymeasure.devices import MeterSetup
 from llenergymeasure.devices.base import DeviceSample
-from llenergymeasure.measure.sampler import Sampler
+from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.results.io import write_model_atomic
 from llenergymeasure.results.models import Baseline, Cooldown
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from itertools import pairwise
 
 from llenergymeasure.devices.base import DeviceSource
-from llenergymeasure.measure.sampler import Sampler
+from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.results.models import Energy
 
 SHORT_WINDOW_S = 5.0

@@ -17,6 +17,7 @@ from llenergymeasure.backends.base import Backend, CacheState, PreparedPrompt, R
 from llenergymeasure.config.loader import config_hash, configuration_id, run_id
 from llenergymeasure.config.models import ExperimentConfig, MeasurementConfig
 from llenergymeasure.devices import MeterSetup, select_meter
+from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.measure import memory
 from llenergymeasure.measure.baseline import cooldown, idle_baseline
 from llenergymeasure.measure.efficiency import normalised_metrics
@@ -26,7 +27,6 @@ from llenergymeasure.measure.latency import latency_summary, request_result
 from llenergymeasure.measure.precision import precision_for
 from llenergymeasure.measure.progress import Progress
 from llenergymeasure.measure.quality import window_warnings
-from llenergymeasure.measure.sampler import Sampler
 from llenergymeasure.measure.warmup import warm_up
 from llenergymeasure.results.io import write_model_atomic
 from llenergymeasure.results.models import (

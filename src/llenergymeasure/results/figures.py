@@ -247,7 +247,8 @@ def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
     runs = pd.read_parquet(tables_dir / "runs.parquet")
     failed = int((runs["status"] == "failed").sum())
     runs = runs[runs["status"] != "failed"]
-    footnote = f"{failed} failed runs left out (see summary.md)" if failed else ""
+    plural = "s" if failed != 1 else ""
+    footnote = f"{failed} failed run{plural} left out (see summary.md)" if failed else ""
     latency = pd.read_parquet(tables_dir / "latency.parquet")
     timeseries = pd.read_parquet(tables_dir / "timeseries.parquet")
     paths = {

@@ -38,7 +38,8 @@ def campaign_provenance(campaign_file: Path, result_paths: list[Path]) -> dict[s
         for gpu in env.get("gpus", []):
             devices.add(f"{env['host']}: gpu {gpu}")
         devices.update(f"{env['host']}: energy {d}" for d in result["energy"]["devices"])
-        meters.add(f"{result['energy']['method']} ({result['energy']['confidence']})")
+        confidence = result["energy"]["confidence"]
+        meters.add(f"{result['energy']['method']} ({confidence or 'no energy measured'})")
     return {
         "campaign_file": str(campaign_file),
         "campaign_sha256": hashlib.sha256(campaign_file.read_bytes()).hexdigest(),

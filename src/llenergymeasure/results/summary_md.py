@@ -33,6 +33,11 @@ def _fmt(value: object, digits: int = 3) -> str:
     return f"{float(value):.{digits}g}"  # type: ignore[arg-type]
 
 
+def _confidence(value: object) -> str:
+    """An energy confidence, or what its absence means."""
+    return "no energy measured" if value is None or pd.isna(value) else str(value)
+
+
 def _with_ci(row: pd.Series, metric: str) -> str:
     mean = _fmt(row[f"{metric}_mean"])
     low, high = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
@@ -167,7 +172,7 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
                     _with_ci(row, "queue_median_s"),
                     _with_ci(row, "itl_median_s"),
                     "null" if pd.isna(flops) else _fmt(float(flops) / 1e9),
-                    f"{row['energy_method']} ({row['energy_confidence']})",
+                    f"{row['energy_method']} ({_confidence(row['energy_confidence'])})",
                 ]
             )
             + " |"

@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-if TYPE_CHECKING:
-    from llenergymeasure.measure.sampler import TaggedSample
+
+class Reading(Protocol):
+    """A device reading as the writer needs it (the value columns are read by name)."""
+
+    @property
+    def device(self) -> str:
+        """The device's stable id."""
+
+    @property
+    def t_s(self) -> float:
+        """Unix time of the reading."""
+
+
+class TaggedReading(Protocol):
+    """A reading and the session phase it was taken in (the sampler's TaggedSample)."""
+
+    @property
+    def phase(self) -> str:
+        """The session phase."""
+
+    @property
+    def sample(self) -> Reading:
+        """The reading."""
+
 
 TIMESERIES_SCHEMA = pa.schema(
     [
@@ -33,7 +56,7 @@ VALUE_COLUMNS = TIMESERIES_SCHEMA.names[5:]
 
 
 def write_timeseries(
-    path: Path, run_id: str, samples: list[TaggedSample], window_start_unix_s: float
+    path: Path, run_id: str, samples: Sequence[TaggedReading], window_start_unix_s: float
 ) -> int:
     """Write the samples (phase marks baseline/warmup/window/...); returns the row count.
 
