@@ -92,7 +92,12 @@ def run(
         experiment = ExperimentConfig.model_validate_json(config.read_bytes())
     except (OSError, ValidationError) as e:
         _fail(LlemError(f"{config}: not a resolved run configuration: {e}"))
-    from llenergymeasure.measure.failure import failure_record, run_limits, write_failure
+    from llenergymeasure.measure.failure import (
+        Terminated,
+        failure_record,
+        run_limits,
+        write_failure,
+    )
     from llenergymeasure.measure.progress import Progress
     from llenergymeasure.measure.session import run as run_session
 
@@ -114,6 +119,9 @@ def run(
                 result = run_ranks(config, experiment, out, extra)
             else:
                 result = run_session(experiment, out, baseline_cache, flops_profile, progress)
+    except Terminated:
+        err.print(f"{config}: interrupted by SIGTERM; not recorded (a rerun measures it)")
+        raise typer.Exit(143) from None
     except Exception as e:  # recorded, so the campaign keeps every other run and its tables
         logging.getLogger("llenergymeasure").exception("run failed in phase %s", progress.phase)
         record = failure_record(experiment, progress, e, log)
@@ -147,9 +155,11 @@ def run_rank_command(
 ) -> None:
     """One rank of a multi-process run (started by `llem run`; RANK/WORLD_SIZE set)."""
     from llenergymeasure.config.models import ExperimentConfig
+    from llenergymeasure.measure.failure import terminate_on_sigterm
     from llenergymeasure.measure.multiprocess import run_rank
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(name)s %(message)s")
+    terminate_on_sigterm()  # the launcher's SIGTERM unwinds the rank: its GPU is restored
     experiment = ExperimentConfig.model_validate_json(config.read_bytes())
     try:
         run_rank(experiment, out, baseline_cache, flops_profile)
@@ -194,9 +204,24 @@ def retry(
 
 
 @app.command()
-def doctor() -> None:
+def doctor(
+    restore: Annotated[
+        bool, typer.Option(help="Restore GPU settings a killed run left behind, then report.")
+    ] = False,
+) -> None:
     """Print what can be measured on this host, and why not where it cannot."""
     from llenergymeasure.doctor import probe_all
+
+    if restore:
+        from llenergymeasure.devices.gpu_control import restore_dir, restore_leftovers
+
+        try:
+            restored = restore_leftovers()
+        except LlemError as e:
+            _fail(e)
+        for line in restored:
+            out.print(f"restored {line}", highlight=False)
+        out.print(f"{len(restored)} GPUs restored from {restore_dir()}", highlight=False)
 
     table = Table(title="llem doctor: energy sources on this host")
     for column in ("source", "available", "devices / reason"):

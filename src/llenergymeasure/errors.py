@@ -34,3 +34,7 @@ class MeterError(LlemError):
 
 class ArchitectureError(LlemError):
     """A model config lacks a dimension the FLOP formula needs."""
+
+
+class DeviceSettingError(LlemError):
+    """A GPU setting (power limit, locked clocks) is outside the device's range or not allowed."""

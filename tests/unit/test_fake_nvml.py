@@ -20,7 +20,11 @@ import pytest
 from tests.fakes.nvml import (
     ARCH_AMPERE,
     ARCH_HOPPER,
+    CLOCKS_EVENT_SW_POWER_CAP,
+    DEFAULT_GRAPHICS_CLOCKS_MHZ,
+    DEFAULT_MEMORY_CLOCKS_MHZ,
     NVML_ERROR_GPU_IS_LOST,
+    NVML_ERROR_INSUFFICIENT_SIZE,
     NVML_ERROR_NOT_SUPPORTED,
     NVML_ERROR_UNKNOWN,
     NVML_FI_DEV_POWER_INSTANT,
@@ -31,9 +35,11 @@ from tests.fakes.nvml import (
     Throttle,
     analytic_energy_j,
     expected_counter_mj,
+    read_state,
     run_python,
     subprocess_env,
     write_scenario,
+    write_state,
 )
 
 pytest_plugins = ["tests.fakes.nvml.fixtures"]
@@ -180,6 +186,13 @@ def test_library_exports_the_nvml_entry_points(fake_nvml_lib: Path) -> None:
         "nvmlDeviceGetC2cModeInfoV",
         "nvmlDeviceGetFieldValues",
         "nvmlDeviceGetTemperatureV",
+        "nvmlDeviceSetPowerManagementLimit",
+        "nvmlDeviceSetGpuLockedClocks",
+        "nvmlDeviceResetGpuLockedClocks",
+        "nvmlDeviceSetMemoryLockedClocks",
+        "nvmlDeviceResetMemoryLockedClocks",
+        "nvmlDeviceGetSupportedMemoryClocks",
+        "nvmlDeviceGetSupportedGraphicsClocks",
     ]
     code = (
         "import ctypes, json\n"
@@ -648,8 +661,475 @@ def test_zeus_monitor_reads_the_fake(fake_nvml_env) -> None:
 
 def test_subprocess_env_points_the_loader_at_the_fake(tmp_path: Path) -> None:
     lib = tmp_path / "lib" / "libnvidia-ml.so.1"
-    base = {"LD_LIBRARY_PATH": "/opt/x", "CUDA_VISIBLE_DEVICES": "3", "PATH": "/bin"}
+    base = {
+        "LD_LIBRARY_PATH": "/opt/x",
+        "CUDA_VISIBLE_DEVICES": "3",
+        "PATH": "/bin",
+        "FAKE_NVML_STATE": "/elsewhere",
+    }
     env = subprocess_env(lib, tmp_path / "s.txt", base)
     assert env["LD_LIBRARY_PATH"] == f"{tmp_path / 'lib'}:/opt/x"
     assert env["FAKE_NVML_SCENARIO"] == str(tmp_path / "s.txt")
     assert "CUDA_VISIBLE_DEVICES" not in env
+    assert "FAKE_NVML_STATE" not in env  # explicit: settings per process unless asked
+    env = subprocess_env(lib, tmp_path / "s.txt", base, state_path=tmp_path / "state.txt")
+    assert env["FAKE_NVML_STATE"] == str(tmp_path / "state.txt")
+
+
+# ------------------------------------------------- power limit and clock control
+
+
+def test_capped_energy_is_the_integral_of_min_power_and_limit() -> None:
+    ramp = FakeDevice(power_w=[(0.0, 100.0), (4.0, 500.0)])  # +100 W/s
+    # the default enforced limit (400 W) caps from t = 3: 300 + 450 + 400
+    assert ramp.energy_j(4.0) == pytest.approx(1150.0)
+    # a 300 W limit caps from t = 2: 200 + 200 + 2 * 300
+    assert ramp.energy_j(4.0, power_limit_mw=300_000) == pytest.approx(1000.0)
+    assert ramp.energy_j(1.0, power_limit_mw=300_000) == pytest.approx(150.0)  # below the cap
+    falling = FakeDevice(power_w=[(0.0, 400.0), (2.0, 0.0)], power_limit_mw=300_000)
+    # capped at 300 W until t = 0.5, then below: 150 + 0.5 * 300 * 1.5
+    assert falling.energy_j(2.0) == pytest.approx(150.0 + 225.0)
+    step = FakeDevice(power_w=[(1.0, 100.0), (1.0, 500.0)], enforced_power_limit_mw=250_000)
+    assert step.energy_j(3.0) == pytest.approx(100.0 + 2 * 250.0)  # a step above the cap
+    assert step.power_at(2.0) == 250.0 and step.scripted_power_w(2.0) == 500.0
+    assert step.power_capped(2.0) and not step.power_capped(0.5)
+    assert step.average_power_w(1.5) == pytest.approx(0.5 * 100.0 + 0.5 * 250.0)
+    assert step.power_usage_w(5.0, power_limit_mw=400_000) == pytest.approx(400.0)
+    epoch = 100.0
+    assert analytic_energy_j(ramp, epoch + 1, epoch + 4, epoch, 300_000) == pytest.approx(850.0)
+    assert expected_counter_mj(ramp, epoch + 4, epoch, power_limit_mw=300_000) == 1_000_000
+    scenario = FakeScenario(devices=[ramp], start_epoch_s=epoch)
+    assert scenario.energy_j(0, epoch, epoch + 4, power_limit_mw=300_000) == pytest.approx(1000.0)
+
+
+def test_state_files_round_trip(tmp_path: Path) -> None:
+    path = write_state(
+        tmp_path / "state.txt",
+        {
+            1: {"power_limit_mw": 250_000, "sm_locked": None, "mem_locked": [405, 1215]},
+            0: {"sm_locked": (900, 1200), "limit_since_epoch_s": 12.5, "energy_at_since_j": 3.25},
+        },
+        start_epoch_s=10.0,
+    )
+    text = path.read_text()
+    assert "fake_nvml_state 1\nstart_epoch_s 10.0\n" in text
+    assert "device 0 sm_locked 900 1200 limit_since_epoch_s 12.5 energy_at_since_j 3.25\n" in text
+    assert "device 1 power_limit_mw 250000 sm_locked none mem_locked 405 1215\n" in text
+    assert read_state(path) == {
+        0: {"sm_locked": (900, 1200), "limit_since_epoch_s": 12.5, "energy_at_since_j": 3.25},
+        1: {"power_limit_mw": 250_000, "sm_locked": None, "mem_locked": (405, 1215)},
+    }
+    assert read_state(tmp_path / "missing.txt") == {}
+    with pytest.raises(ValueError, match="unknown state keys"):
+        write_state(tmp_path / "bad.txt", {0: {"power_limit_w": 300}})
+    with pytest.raises(ValueError, match="min <= max"):
+        FakeDevice(sm_locked_mhz=(1400, 1000)).lines()
+    lines = FakeDevice(settable=False, supported_memory_clocks_mhz=[2619, 810]).lines()
+    assert "settable 0" in lines
+    assert "supported_memory_clocks 2619 810" in lines
+    assert f"supported_graphics_clocks {' '.join(map(str, DEFAULT_GRAPHICS_CLOCKS_MHZ))}" in lines
+    assert not any(line.startswith(("sm_locked", "mem_locked")) for line in lines)
+
+
+def control_gpus() -> FakeScenario:
+    """A settable A100 drawing a constant 350 W (under its 400 W limit) and one that is not."""
+    return FakeScenario(
+        devices=[
+            FakeDevice(power_w=350.0, power_limit_min_mw=150_000, power_limit_max_mw=400_000),
+            FakeDevice(settable=False),
+        ]
+    )
+
+
+def test_power_limit_set_get_and_field_values(fake_nvml_env) -> None:
+    out = run_python(
+        PRELUDE
+        + """
+n.nvmlInit()
+h, locked = n.nvmlDeviceGetHandleByIndex(0), n.nvmlDeviceGetHandleByIndex(1)
+LIMIT_FIELDS = [(f, 0) for f in (187, 188, 189, 190)]
+
+def limits(handle):
+    return [n.nvmlDeviceGetPowerManagementLimit(handle),
+            n.nvmlDeviceGetEnforcedPowerLimit(handle),
+            n.nvmlDeviceGetPowerManagementLimitConstraints(handle),
+            n.nvmlDeviceGetPowerManagementDefaultLimit(handle),
+            [f.value.uiVal for f in n.nvmlDeviceGetFieldValues(handle, LIMIT_FIELDS)]]
+
+before = limits(h)
+set_ok = n.nvmlDeviceSetPowerManagementLimit(h, 250000)
+after = limits(h)
+errors = {
+    "below_min": err(lambda: n.nvmlDeviceSetPowerManagementLimit(h, 149999)),
+    "above_max": err(lambda: n.nvmlDeviceSetPowerManagementLimit(h, 400001)),
+    "not_settable": [
+        err(lambda: n.nvmlDeviceSetPowerManagementLimit(locked, 300000)),
+        err(lambda: n.nvmlDeviceSetGpuLockedClocks(locked, 900, 1200)),
+        err(lambda: n.nvmlDeviceResetGpuLockedClocks(locked)),
+        err(lambda: n.nvmlDeviceSetMemoryLockedClocks(locked, 405, 1215)),
+        err(lambda: n.nvmlDeviceResetMemoryLockedClocks(locked)),
+    ],
+}
+after_errors = limits(h)
+edges = [err(lambda: n.nvmlDeviceSetPowerManagementLimit(h, v)) for v in (150000, 400000)]
+print(json.dumps({"before": before, "set": set_ok, "after": after, "errors": errors,
+                  "after_errors": after_errors, "locked": limits(locked), "edges": edges}))
+""",
+        fake_nvml_env(control_gpus()),
+    )
+    assert out["before"] == [
+        400_000,
+        400_000,
+        [150_000, 400_000],
+        400_000,
+        [150_000, 400_000, 400_000, 400_000],
+    ]
+    assert out["set"] is None  # pynvml's setter returns None
+    assert out["after"] == [
+        250_000,
+        250_000,
+        [150_000, 400_000],
+        400_000,  # the default limit does not move
+        [150_000, 400_000, 400_000, 250_000],
+    ]
+    assert out["errors"] == {
+        "below_min": "NVMLError_InvalidArgument",
+        "above_max": "NVMLError_InvalidArgument",
+        "not_settable": ["NVMLError_NoPermission"] * 5,
+    }
+    assert out["after_errors"] == out["after"]  # a refused call changes nothing
+    assert out["locked"][:2] == [400_000, 400_000]
+    assert out["edges"] == [None, None]  # MIN and MAX themselves are accepted
+
+
+def test_locked_clocks_clamp_the_clock_readings_until_reset(fake_nvml_env) -> None:
+    scenario = control_gpus()
+    scenario.devices.append(FakeDevice(sm_clock_mhz=1005, sm_locked_mhz=(1100, 1300)))
+    out = run_python(
+        PRELUDE
+        + """
+n.nvmlInit()
+h, slow = n.nvmlDeviceGetHandleByIndex(0), n.nvmlDeviceGetHandleByIndex(2)
+def clocks(handle):
+    return [n.nvmlDeviceGetClockInfo(handle, c)
+            for c in (n.NVML_CLOCK_SM, n.NVML_CLOCK_GRAPHICS, n.NVML_CLOCK_MEM)]
+steps = {"start": clocks(h), "slow_start": clocks(slow)}
+n.nvmlDeviceSetGpuLockedClocks(h, 900, 1200)
+steps["sm_900_1200"] = clocks(h)
+n.nvmlDeviceSetGpuLockedClocks(h, 1300, 1410)
+steps["sm_1300_1410"] = clocks(h)
+n.nvmlDeviceSetMemoryLockedClocks(h, 405, 1215)
+steps["mem_405_1215"] = clocks(h)
+steps["refused"] = [
+    err(lambda: n.nvmlDeviceSetGpuLockedClocks(h, 1200, 900)),    # min > max
+    err(lambda: n.nvmlDeviceSetGpuLockedClocks(h, 195, 1200)),    # below the lowest
+    err(lambda: n.nvmlDeviceSetGpuLockedClocks(h, 900, 1425)),    # above the highest
+    err(lambda: n.nvmlDeviceSetMemoryLockedClocks(h, 1215, 405)),
+    err(lambda: n.nvmlDeviceSetMemoryLockedClocks(h, 405, 1600)),
+    err(lambda: n.nvmlDeviceSetGpuLockedClocks(h, 900, n.NVML_CLOCK_LIMIT_ID_TDP)),
+]
+steps["after_refused"] = clocks(h)
+n.nvmlDeviceSetGpuLockedClocks(slow, 1200, 1200)
+steps["slow_1200"] = clocks(slow)
+n.nvmlDeviceResetGpuLockedClocks(h)
+steps["sm_reset"] = clocks(h)
+n.nvmlDeviceResetMemoryLockedClocks(h)
+n.nvmlDeviceResetMemoryLockedClocks(h)  # resetting what is not locked succeeds
+steps["mem_reset"] = clocks(h)
+n.nvmlDeviceResetGpuLockedClocks(slow)
+steps["slow_reset"] = clocks(slow)
+print(json.dumps(steps))
+""",
+        fake_nvml_env(scenario),
+    )
+    assert out["start"] == [1410, 1410, 1593]
+    assert out["slow_start"] == [1100, 1100, 1593]  # scripted 1005 MHz clamped up to the lock
+    assert out["sm_900_1200"] == [1200, 1200, 1593]
+    assert out["sm_1300_1410"] == [1410, 1410, 1593]
+    assert out["mem_405_1215"] == [1410, 1410, 1215]
+    assert out["refused"] == ["NVMLError_InvalidArgument"] * 6
+    assert out["after_refused"] == out["mem_405_1215"]
+    assert out["slow_1200"] == [1200, 1200, 1593]
+    assert out["sm_reset"] == [1410, 1410, 1215]
+    assert out["mem_reset"] == [1410, 1410, 1593]
+    assert out["slow_reset"] == [1005, 1005, 1593]
+
+
+def test_supported_clocks_lists_and_the_insufficient_size_protocol(fake_nvml_env) -> None:
+    scenario = control_gpus()
+    scenario.devices[1] = FakeDevice(
+        supported_memory_clocks_mhz=[2619, 810],
+        supported_graphics_clocks_mhz=[1980, 1500, 1005],
+    )
+    out = run_python(
+        PRELUDE
+        + """
+from ctypes import byref, c_uint
+n.nvmlInit()
+h0, h1 = n.nvmlDeviceGetHandleByIndex(0), n.nvmlDeviceGetHandleByIndex(1)
+mem_fn = n._nvmlGetFunctionPointer("nvmlDeviceGetSupportedMemoryClocks")
+gfx_fn = n._nvmlGetFunctionPointer("nvmlDeviceGetSupportedGraphicsClocks")
+
+def raw(call, room, with_buffer=True):
+    count = c_uint(room)
+    buf = (c_uint * max(room, 1))()
+    ret = call(byref(count), buf if with_buffer else None)
+    return [ret, count.value, list(buf)[:count.value] if ret == 0 else []]
+
+print(json.dumps({
+    "mem0": n.nvmlDeviceGetSupportedMemoryClocks(h0),
+    "gfx0": [n.nvmlDeviceGetSupportedGraphicsClocks(h0, m) for m in (1593, 1215, 405)],
+    "mem1": n.nvmlDeviceGetSupportedMemoryClocks(h1),
+    "gfx1": n.nvmlDeviceGetSupportedGraphicsClocks(h1, 810),
+    "unknown_mem": err(lambda: n.nvmlDeviceGetSupportedGraphicsClocks(h1, 1593)),
+    "mem_raw": [raw(lambda c, b: mem_fn(h1, c, b), 0, with_buffer=False),
+                raw(lambda c, b: mem_fn(h1, c, b), 1),
+                raw(lambda c, b: mem_fn(h1, c, b), 2),
+                raw(lambda c, b: mem_fn(h1, c, b), 5)],
+    "gfx_raw": [raw(lambda c, b: gfx_fn(h1, c_uint(2619), c, b), 0, with_buffer=False),
+                raw(lambda c, b: gfx_fn(h1, c_uint(2619), c, b), 3),
+                raw(lambda c, b: gfx_fn(h1, c_uint(7), c, b), 3)],
+    "lock_range": [err(lambda: n.nvmlDeviceSetGpuLockedClocks(h1, 1005, 1980)),
+                   err(lambda: n.nvmlDeviceSetGpuLockedClocks(h1, 1000, 1980)),
+                   err(lambda: n.nvmlDeviceSetMemoryLockedClocks(h1, 810, 2619)),
+                   err(lambda: n.nvmlDeviceSetMemoryLockedClocks(h1, 810, 2620))],
+}))
+""",
+        fake_nvml_env(scenario),
+    )
+    assert out["mem0"] == list(DEFAULT_MEMORY_CLOCKS_MHZ) == [1593, 1215, 405]
+    assert out["gfx0"] == [list(DEFAULT_GRAPHICS_CLOCKS_MHZ)] * 3
+    assert out["gfx0"][0][:3] == [1410, 1395, 1380] and out["gfx0"][0][-1] == 210
+    assert len(out["gfx0"][0]) == 81
+    assert out["mem1"] == [2619, 810]
+    assert out["gfx1"] == [1980, 1500, 1005]
+    assert out["unknown_mem"] == "NVMLError_NotFound"  # nvml.h: not a supported frequency
+    small = NVML_ERROR_INSUFFICIENT_SIZE
+    assert out["mem_raw"] == [
+        [small, 2, []],
+        [small, 2, []],
+        [0, 2, [2619, 810]],
+        [0, 2, [2619, 810]],
+    ]
+    assert out["gfx_raw"] == [[small, 3, []], [0, 3, [1980, 1500, 1005]], [6, 3, []]]
+    assert out["lock_range"] == [
+        None,
+        "NVMLError_InvalidArgument",
+        None,
+        "NVMLError_InvalidArgument",
+    ]
+
+
+def test_power_cap_limits_power_and_energy_and_reports_sw_power_cap(fake_nvml_env) -> None:
+    scenario = control_gpus()
+    scenario.start_epoch_s = time.time() - 5.0  # every 1 s average is a full second
+    out = run_python(
+        PRELUDE
+        + """
+n.nvmlInit()
+h = n.nvmlDeviceGetHandleByIndex(0)
+INSTANT = [(n.NVML_FI_DEV_POWER_INSTANT, 0), (n.NVML_FI_DEV_POWER_AVERAGE, 0)]
+def snap():
+    fields = n.nvmlDeviceGetFieldValues(h, INSTANT)
+    return {"usage": n.nvmlDeviceGetPowerUsage(h),
+            "instant": fields[0].value.uiVal, "average": fields[1].value.uiVal,
+            "reasons": n.nvmlDeviceGetCurrentClocksEventReasons(h),
+            "throttle": n.nvmlDeviceGetCurrentClocksThrottleReasons(h),
+            "energy": n.nvmlDeviceGetTotalEnergyConsumption(h), "t": time.time()}
+out = {"free": snap()}
+n.nvmlDeviceSetPowerManagementLimit(h, 250000)
+out["capped"] = snap()
+time.sleep(0.5)
+out["capped_later"] = snap()
+time.sleep(0.7)
+out["capped_settled"] = snap()
+n.nvmlDeviceSetPowerManagementLimit(h, 400000)
+out["restored"] = snap()
+print(json.dumps(out))
+""",
+        fake_nvml_env(scenario),
+    )
+    free, capped, later, settled, restored = (
+        out[k] for k in ("free", "capped", "capped_later", "capped_settled", "restored")
+    )
+    assert (free["usage"], free["instant"], free["reasons"]) == (350_000, 350_000, 0)
+    # the cap binds at once for the instant reading and the event reasons ...
+    assert capped["instant"] == 250_000
+    assert capped["reasons"] == capped["throttle"] == CLOCKS_EVENT_SW_POWER_CAP
+    # ... the 1 s average follows within a second ...
+    assert 250_000 < capped["usage"] <= 350_000
+    assert settled["usage"] == settled["average"] == 250_000
+    # ... and the counter integrates 250 W, continuous across the change
+    assert free["energy"] <= capped["energy"] <= later["energy"]
+    rate_w = (later["energy"] - capped["energy"]) / 1000 / (later["t"] - capped["t"])
+    assert rate_w == pytest.approx(250.0, rel=0.02)
+    assert (restored["instant"], restored["reasons"]) == (350_000, 0)
+
+
+def test_capped_counter_matches_the_analytic_integral(fake_nvml_env) -> None:
+    # 200 W -> 400 W over 2 s under a 300 W enforced limit: the cap binds from t = 1 s
+    scenario = FakeScenario(
+        devices=[FakeDevice(power_w=[(0.0, 200.0), (2.0, 400.0)], power_limit_mw=300_000)]
+    )
+    code = (
+        PRELUDE
+        + f"""
+epoch = {scenario.start_epoch_s!r}
+n.nvmlInit()
+h = n.nvmlDeviceGetHandleByIndex(0)
+def read(at):
+    while time.time() - epoch < at:
+        time.sleep(0.01)
+    before = time.time()
+    e = n.nvmlDeviceGetTotalEnergyConsumption(h)
+    return [before, time.time(), e, n.nvmlDeviceGetCurrentClocksEventReasons(h)]
+print(json.dumps([read(0.7), read(1.5)]))
+"""
+    )
+    (a0, a1, ea, ra), (b0, b1, eb, rb) = run_python(code, fake_nvml_env(scenario))
+    device, epoch = scenario.devices[0], scenario.start_epoch_s
+    for t0, t1, counter in ((a0, a1, ea), (b0, b1, eb)):
+        assert expected_counter_mj(device, t0, epoch) <= counter
+        assert counter <= expected_counter_mj(device, t1, epoch)
+    truth = analytic_energy_j(device, (a0 + a1) / 2, (b0 + b1) / 2, epoch)
+    assert (eb - ea) / 1000 == pytest.approx(truth, rel=0.005)
+    uncapped = analytic_energy_j(device, (a0 + a1) / 2, (b0 + b1) / 2, epoch, 10**9)
+    assert uncapped > truth * 1.02  # the cap made a difference the test can see
+    assert (ra, rb) == (0, CLOCKS_EVENT_SW_POWER_CAP)
+
+
+SET_AND_READ = """
+n.nvmlInit()
+h = n.nvmlDeviceGetHandleByIndex(0)
+def read():
+    return {"limit": n.nvmlDeviceGetPowerManagementLimit(h),
+            "enforced": n.nvmlDeviceGetEnforcedPowerLimit(h),
+            "clocks": [n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
+                       n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM)],
+            "reasons": n.nvmlDeviceGetCurrentClocksEventReasons(h),
+            "energy": n.nvmlDeviceGetTotalEnergyConsumption(h), "t": time.time()}
+out = {"start": read()}
+ACTIONS
+out["end"] = read()
+print(json.dumps(out))
+"""
+
+
+def child(actions: str) -> str:
+    return PRELUDE + SET_AND_READ.replace("ACTIONS", actions)
+
+
+def test_state_file_persists_settings_from_one_process_to_the_next(
+    fake_nvml_env, fake_nvml_state: Path
+) -> None:
+    env = fake_nvml_env(control_gpus())
+    assert not fake_nvml_state.exists()  # nothing set yet
+    first = run_python(
+        child(
+            "n.nvmlDeviceSetPowerManagementLimit(h, 275000)\n"
+            "n.nvmlDeviceSetGpuLockedClocks(h, 1000, 1200)\n"
+            "n.nvmlDeviceSetMemoryLockedClocks(h, 405, 1215)\n"
+        ),
+        env,
+    )
+    state = read_state(fake_nvml_state)
+    assert state[0]["power_limit_mw"] == state[0]["enforced_power_limit_mw"] == 275_000
+    assert (state[0]["sm_locked"], state[0]["mem_locked"]) == ((1000, 1200), (405, 1215))
+    assert first["start"]["t"] <= state[0]["limit_since_epoch_s"] <= first["end"]["t"]
+    assert state[0]["energy_at_since_j"] > 0
+    assert state[1] == {
+        "power_limit_mw": 400_000,
+        "enforced_power_limit_mw": 400_000,
+        "sm_locked": None,
+        "mem_locked": None,
+    }
+    assert first["end"]["clocks"] == [1200, 1215]
+
+    second = run_python(
+        child(
+            "n.nvmlDeviceResetGpuLockedClocks(h)\n"
+            "n.nvmlDeviceResetMemoryLockedClocks(h)\n"
+            "n.nvmlDeviceSetPowerManagementLimit(h, 400000)\n"
+        ),
+        env,
+    )
+    start = second["start"]
+    assert (start["limit"], start["enforced"], start["clocks"]) == (275_000, 275_000, [1200, 1215])
+    assert start["reasons"] == CLOCKS_EVENT_SW_POWER_CAP  # 350 W scripted, 275 W enforced
+    # one counter across processes: it kept integrating the capped 275 W in between
+    gap_j = (start["energy"] - first["end"]["energy"]) / 1000
+    assert gap_j == pytest.approx(275.0 * (start["t"] - first["end"]["t"]), rel=0.05, abs=0.5)
+    assert read_state(fake_nvml_state)[0] == {
+        "power_limit_mw": 400_000,
+        "enforced_power_limit_mw": 400_000,
+        "sm_locked": None,
+        "mem_locked": None,
+        "limit_since_epoch_s": pytest.approx(second["end"]["t"], abs=0.5),
+        "energy_at_since_j": pytest.approx(second["end"]["energy"] / 1000, abs=1.0),
+    }
+
+    third = run_python(child(""), env)["start"]
+    assert (third["limit"], third["clocks"], third["reasons"]) == (400_000, [1410, 1593], 0)
+    assert third["energy"] >= second["end"]["energy"]
+
+
+def test_without_a_state_file_settings_are_per_process(fake_nvml_env) -> None:
+    env = fake_nvml_env(control_gpus(), state=False)
+    assert "FAKE_NVML_STATE" not in env
+    out = run_python(
+        child(
+            "n.nvmlDeviceSetPowerManagementLimit(h, 300000)\n"
+            "n.nvmlDeviceSetGpuLockedClocks(h, 900, 900)\n"
+            "n.nvmlShutdown()\n"
+            "n.nvmlInit()  # the scenario is re-read, the driver keeps the settings\n"
+            "n.nvmlInit()  # a nested init (a meter inside GpuControl) too\n"
+        ),
+        env,
+    )
+    assert (out["end"]["limit"], out["end"]["clocks"]) == (300_000, [900, 1593])
+    assert out["end"]["energy"] >= out["start"]["energy"]
+    fresh = run_python(child(""), env)["start"]
+    assert (fresh["limit"], fresh["clocks"]) == (400_000, [1410, 1593])
+
+
+def test_a_seeded_state_applies_at_init_and_rewrites_reach_running_processes(
+    fake_nvml_env, fake_nvml_state: Path
+) -> None:
+    scenario = control_gpus()
+    env = fake_nvml_env(scenario)
+    # a GPU an earlier run left capped and locked (no limit_since: the limit holds for all t)
+    write_state(fake_nvml_state, {0: {"power_limit_mw": 200_000, "sm_locked": (600, 900)}})
+    out = run_python(
+        child(
+            "import os, subprocess, sys\n"
+            "setter = 'import pynvml as n; n.nvmlInit(); h = n.nvmlDeviceGetHandleByIndex(0); "
+            "n.nvmlDeviceSetPowerManagementLimit(h, 222000); n.nvmlDeviceResetGpuLockedClocks(h)'\n"
+            "subprocess.run([sys.executable, '-c', setter], env=os.environ, check=True)\n"
+        ),
+        env,
+    )
+    start, end = out["start"], out["end"]
+    assert (start["limit"], start["enforced"], start["clocks"]) == (200_000, 200_000, [900, 1593])
+    assert start["reasons"] == CLOCKS_EVENT_SW_POWER_CAP
+    device, epoch = scenario.devices[0], scenario.start_epoch_s
+    assert start["energy"] <= expected_counter_mj(device, start["t"], epoch, power_limit_mw=200_000)
+    assert start["energy"] >= expected_counter_mj(
+        device, start["t"] - 0.05, epoch, power_limit_mw=200_000
+    )
+    # another process changed the GPU while this one ran: the next call sees it
+    assert (end["limit"], end["enforced"], end["clocks"]) == (222_000, 222_000, [1410, 1593])
+    assert end["energy"] >= start["energy"]
+
+
+def test_a_malformed_state_file_fails_init_loudly(fake_nvml_env, fake_nvml_state: Path) -> None:
+    env = fake_nvml_env(control_gpus())
+    fake_nvml_state.write_text("fake_nvml_state 1\ndevice 0 power_limit_watts 300\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", PRELUDE + "print(json.dumps(err(n.nvmlInit)))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(proc.stdout) == "NVMLError_Unknown"
+    assert f"fake_nvml: {fake_nvml_state}:2: unknown state key 'power_limit_watts'" in proc.stderr

@@ -2,7 +2,7 @@
 import sys
 
 from llenergymeasure.config import RUN_ID_PATTERN, load_campaign, model_slug
-from llenergymeasure.config.loader import gpus_needed
+from llenergymeasure.config.loader import figure_names, gpus_needed
 from llenergymeasure.config.order import run_priorities
 from llenergymeasure.embedded import EMBEDDED_MODELS, prepared_path
 from llenergymeasure.errors import ConfigError
@@ -17,7 +17,7 @@ except ConfigError as error:
 RUNS = PLAN.runs
 OUT = f"results/{PLAN.campaign.name}"
 PRIORITY = run_priorities(PLAN)
-FIGURES = ("energy_vs_batch", "throughput_vs_energy", "latency_distributions", "power_timeline")
+FIGURES = figure_names(PLAN)
 ENVS = {
     "transformers": "../../envs/transformers.yaml",
     "vllm": "../../envs/vllm.yaml",

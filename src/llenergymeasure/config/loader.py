@@ -93,29 +93,39 @@ def plan_campaign(data: dict[str, Any], source: str) -> Plan:
             )
             problem = unsupported(run)
             if problem:
-                key = "settings.processes" if "processes" in problem else "settings.quantization"
-                raise ConfigError(source, key, problem)
+                raise ConfigError(source, *problem)
             runs.setdefault(run_id(run), run)
     return Plan(campaign=campaign, source=source, runs=runs)
 
 
-def unsupported(run: ExperimentConfig) -> str | None:
-    """Why a backend/device cannot run this combination of settings, or None."""
+def unsupported(run: ExperimentConfig) -> tuple[str, str] | None:
+    """Which key makes this combination unrunnable on its backend/device, and why; or None."""
     if run.settings.processes > 1 and run.backend != "transformers":
-        return (
+        return "settings.processes", (
             f"processes > 1 is data parallelism for transformers; {run.backend} parallelises "
             "inside its engine (vllm.tensor_parallel_size)"
+        )
+    measurement = run.measurement
+    if (
+        run.settings.gpu is not None
+        and measurement.device != "cuda"
+        and measurement.meter != "nvml"
+    ):
+        return "settings.gpu", (
+            "a GPU power limit or locked clocks needs measurement.device cuda (or meter nvml)"
         )
     quantization = run.settings.quantization
     if quantization == "none":
         return None
     if run.backend != "transformers":
-        return (
+        return "settings.quantization", (
             f"{quantization!r} is a transformers quantisation; for {run.backend} use "
             f"settings.{run.backend}.quantization"
         )
     if quantization.startswith("bnb-") and run.measurement.device != "cuda":
-        return f"{quantization!r} needs bitsandbytes on a CUDA device (measurement.device: cuda)"
+        return "settings.quantization", (
+            f"{quantization!r} needs bitsandbytes on a CUDA device (measurement.device: cuda)"
+        )
     return None
 
 
@@ -234,6 +244,16 @@ def hash_config_data(config: dict[str, Any]) -> str:
     }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def figure_names(plan: Plan) -> tuple[str, ...]:
+    """The figures a campaign gets: four always, and the power-limit one where it sets one.
+
+    `energy_vs_power_limit` is drawn for campaigns that set `settings.gpu.power_limit_w`.
+    """
+    names = ("energy_vs_batch", "throughput_vs_energy", "latency_distributions", "power_timeline")
+    capped = any(run.settings.gpu and run.settings.gpu.power_limit_w for run in plan.runs.values())
+    return (*names, "energy_vs_power_limit") if capped else names
 
 
 def gpus_needed(run: ExperimentConfig) -> int:

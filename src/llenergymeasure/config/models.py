@@ -72,6 +72,56 @@ class VllmSettings(StrictModel):
         return self
 
 
+ClockRange = (
+    Annotated[int, Field(ge=1)] | tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
+)
+
+
+class GpuSettings(StrictModel):
+    """GPU operating point, applied through NVML before the run and always restored after.
+
+    Each is optional (None: leave the GPU as it is). Needs measurement.device cuda and
+    permission to change the GPU (root, or the driver's settings).
+    """
+
+    power_limit_w: float | None = Field(
+        None, gt=0, description="Board power limit in watts (nvmlDeviceSetPowerManagementLimit)."
+    )
+    sm_clocks_mhz: ClockRange | None = Field(
+        None,
+        description="Locked SM clock in MHz: one value, or a [min, max] pair "
+        "(nvmlDeviceSetGpuLockedClocks).",
+    )
+    memory_clocks_mhz: ClockRange | None = Field(
+        None,
+        description="Locked memory clock in MHz: one value or a [min, max] pair "
+        "(nvmlDeviceSetMemoryLockedClocks).",
+    )
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> GpuSettings:
+        for name in ("sm_clocks_mhz", "memory_clocks_mhz"):
+            value = getattr(self, name)
+            if isinstance(value, tuple) and value[0] > value[1]:
+                raise ValueError(f"{name}: min {value[0]} exceeds max {value[1]}")
+        return self
+
+    def is_empty(self) -> bool:
+        """Whether nothing is to be changed."""
+        return (
+            self.power_limit_w is None
+            and self.sm_clocks_mhz is None
+            and (self.memory_clocks_mhz is None)
+        )
+
+
+def clock_range(value: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """A locked clock setting as (min, max) MHz."""
+    if value is None:
+        return None
+    return (value, value) if isinstance(value, int) else value
+
+
 class Settings(StrictModel):
     """Settings of one run. Every field can also be swept as a list under `grid`."""
 
@@ -113,6 +163,10 @@ class Settings(StrictModel):
         "prompts are split across them (transformers only).",
     )
     vllm: VllmSettings | None = Field(None, description="vLLM engine settings (vllm only).")
+    gpu: GpuSettings | None = Field(
+        None,
+        description="GPU power limit / locked clocks of the run (CUDA only), restored after it.",
+    )
     chat_template: bool = Field(
         True,
         description="Wrap each prompt in the tokenizer's chat template (builtin/jsonl prompts).",
@@ -149,6 +203,8 @@ class Settings(StrictModel):
                 "top_k": 0 if self.top_k is None else self.top_k,
                 "seed": 0 if self.seed is None else self.seed,
             }
+        if self.gpu is not None and self.gpu.is_empty():
+            update["gpu"] = None  # nothing to change: the same run as without the key
         if backend != "vllm":
             update["vllm"] = None
         else:

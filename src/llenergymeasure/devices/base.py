@@ -48,6 +48,7 @@ class DeviceSample:
     gpu_util_pct: float | None = None
     mem_util_pct: float | None = None
     throttle_reasons: int | None = None
+    power_limit_w: float | None = None
 
 
 class DeviceSource(ABC):

@@ -84,6 +84,30 @@ def visible_device_keys(environ: dict[str, str] | None = None) -> list[str] | No
     return [k.strip() for k in value.split(",") if k.strip()]
 
 
+def resolve_handles(nvml: Any) -> list[Any]:
+    """NVML handles of the GPUs this process may use, by CUDA_VISIBLE_DEVICES index or UUID.
+
+    Raises:
+        MeterError: CUDA_VISIBLE_DEVICES names a MIG slice.
+    """
+    keys = visible_device_keys()
+    if keys is None:
+        return [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+    handles = []
+    for key in keys:
+        if key.startswith("MIG-"):
+            raise MeterError(
+                f"NVML: CUDA_VISIBLE_DEVICES names MIG slice {key}; energy counters exist only "
+                "per physical GPU, so a slice's energy cannot be measured (use meter: "
+                "codecarbon for an estimate, or run on a whole GPU)"
+            )
+        if key.isdigit():
+            handles.append(nvml.nvmlDeviceGetHandleByIndex(int(key)))
+        else:
+            handles.append(nvml.nvmlDeviceGetHandleByUUID(key))
+    return handles
+
+
 class NvmlSource(DeviceSource):
     """The GPUs this process may use (CUDA_VISIBLE_DEVICES respected), read through NVML.
 
@@ -106,30 +130,11 @@ class NvmlSource(DeviceSource):
         except pynvml.NVMLError_LibraryNotFound as e:
             raise MeterError("NVML: libnvidia-ml.so.1 not found (no NVIDIA driver)") from e
         self._nvml = pynvml
-        self._handles = self._resolve_handles()
+        self._handles = resolve_handles(pynvml)
         if not self._handles:
             pynvml.nvmlShutdown()
             raise MeterError("NVML: no GPU visible to this process")
         self._infos = [self._describe(i, h) for i, h in enumerate(self._handles)]
-
-    def _resolve_handles(self) -> list[Any]:
-        nvml = self._nvml
-        keys = visible_device_keys()
-        if keys is None:
-            return [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
-        handles = []
-        for key in keys:
-            if key.startswith("MIG-"):
-                raise MeterError(
-                    f"NVML: CUDA_VISIBLE_DEVICES names MIG slice {key}; energy counters exist only "
-                    "per physical GPU, so a slice's energy cannot be measured (use meter: "
-                    "codecarbon for an estimate, or run on a whole GPU)"
-                )
-            if key.isdigit():
-                handles.append(nvml.nvmlDeviceGetHandleByIndex(int(key)))
-            else:
-                handles.append(nvml.nvmlDeviceGetHandleByUUID(key))
-        return handles
 
     def _describe(self, position: int, handle: Any) -> DeviceInfo:
         nvml = self._nvml
@@ -188,6 +193,7 @@ class NvmlSource(DeviceSource):
                 nvml.nvmlDeviceGetTotalEnergyConsumption(handle) if info.has_counter else None
             )
             power_mw = self._power_mw(handle, info)
+            limit_mw = _optional(functools.partial(nvml.nvmlDeviceGetEnforcedPowerLimit, handle))
             memory = _optional(functools.partial(nvml.nvmlDeviceGetMemoryInfo, handle))
             util = _optional(functools.partial(nvml.nvmlDeviceGetUtilizationRates, handle))
             samples.append(
@@ -213,6 +219,7 @@ class NvmlSource(DeviceSource):
                     throttle_reasons=_optional(
                         functools.partial(nvml.nvmlDeviceGetCurrentClocksEventReasons, handle)
                     ),
+                    power_limit_w=None if limit_mw is None else limit_mw / 1000,
                 )
             )
         return samples

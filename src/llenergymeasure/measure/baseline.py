@@ -21,8 +21,8 @@ SETTLE_W = 1.0  # power within this many watts of the previous second ...
 SETTLE_C = 0.5  # ... and temperature within this many degrees: the device is idle
 
 
-def _cache_path(cache_dir: Path, setup: MeterSetup, devices: list[str]) -> Path:
-    key = hashlib.sha256("|".join(devices).encode()).hexdigest()[:10]
+def _cache_path(cache_dir: Path, setup: MeterSetup, devices: list[str], variant: str) -> Path:
+    key = hashlib.sha256("|".join([*devices, variant]).encode()).hexdigest()[:10]
     return cache_dir / f"{socket.gethostname()}_{setup.choice.chosen}_{key}.json"
 
 
@@ -94,17 +94,23 @@ def cooldown(sampler: Sampler, max_s: float, meter: str) -> Cooldown:
 
 
 def idle_baseline(
-    setup: MeterSetup, sampler: Sampler, measurement: MeasurementConfig, cache_dir: Path | None
+    setup: MeterSetup,
+    sampler: Sampler,
+    measurement: MeasurementConfig,
+    cache_dir: Path | None,
+    variant: str = "",
 ) -> Baseline | None:
     """Measure (or reuse) idle power of this process's devices.
 
     None when disabled (`baseline_s` 0) or nothing meters. The caller has cooled down first.
+    `variant` names the device settings in force (a power limit, locked clocks): idle power
+    depends on them, so each has its own cached baseline.
     """
     duration_s, ttl_s = measurement.baseline_s, measurement.baseline_ttl_s
     if duration_s <= 0 or setup.choice.chosen == "none":
         return None
     devices = [d.device for d in setup.source.devices()] if setup.source else ["codecarbon"]
-    path = _cache_path(cache_dir, setup, devices) if cache_dir is not None else None
+    path = _cache_path(cache_dir, setup, devices, variant) if cache_dir is not None else None
     if path is not None and path.exists() and ttl_s > 0:
         try:
             cached = Baseline.model_validate_json(path.read_bytes())

@@ -17,7 +17,13 @@ from typing import get_args
 from llenergymeasure import environment
 from llenergymeasure.config.loader import config_hash, configuration_id, run_id
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.errors import BackendError, ConfigError, LlemError, MeterError
+from llenergymeasure.errors import (
+    BackendError,
+    ConfigError,
+    DeviceSettingError,
+    LlemError,
+    MeterError,
+)
 from llenergymeasure.measure.progress import Progress
 from llenergymeasure.results.io import write_model_atomic
 from llenergymeasure.results.models import FailureClass, FailureRecord
@@ -48,6 +54,19 @@ class RunInterrupted(LlemError):
         super().__init__(message)
 
 
+class Terminated(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+    """SIGTERM outside SLURM: unwind (GPU settings are restored) but record nothing."""
+
+
+def terminate_on_sigterm() -> None:
+    """Make SIGTERM unwind the run (finally blocks run) instead of killing it on the spot."""
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 class RankFailed(LlemError):
     """A rank of a multi-process run failed; carries that rank's own class and phase."""
 
@@ -73,7 +92,9 @@ def classify(error: BaseException) -> FailureClass:
         return "out_of_memory"
     if type(error).__name__ == "OutOfMemoryError":
         return "out_of_memory"
-    if isinstance(error, ConfigError) or any(p in text for p in UNSUPPORTED_PATTERNS):
+    if isinstance(error, ConfigError | DeviceSettingError) or any(
+        p in text for p in UNSUPPORTED_PATTERNS
+    ):
         return "unsupported_config"
     if isinstance(error, BackendError | MeterError):
         return "engine_error"
@@ -127,8 +148,8 @@ def run_limits(max_run_s: float | None) -> Iterator[None]:
     """Bound the run: `max_run_s` and, under SLURM, the job's time limit and its SIGTERM.
 
     Either raises RunInterrupted("timeout") in the run's main thread. Outside SLURM a
-    SIGTERM keeps its default meaning (the run is interrupted, not recorded), so an
-    interrupted campaign redoes it.
+    SIGTERM raises Terminated: the run unwinds (GPU settings are restored) and is not
+    recorded, so an interrupted campaign redoes it.
     """
     deadline_s, source = _deadline_s(max_run_s)
 
@@ -144,6 +165,8 @@ def run_limits(max_run_s: float | None) -> Iterator[None]:
     previous_term = signal.getsignal(signal.SIGTERM)
     if os.environ.get("SLURM_JOB_ID"):
         signal.signal(signal.SIGTERM, on_term)
+    else:
+        terminate_on_sigterm()
     if deadline_s is not None:
         log.info("run bounded to %.0f s by %s", deadline_s, source)
         signal.setitimer(signal.ITIMER_REAL, deadline_s)

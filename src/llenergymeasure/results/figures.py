@@ -146,13 +146,56 @@ def throughput_vs_energy(summary: pd.DataFrame, path: Path, footnote: str = "") 
     _save(fig, path, footnote)
 
 
+OTHER_AXES = ("model", "backend", "batch_size", "dtype", "quantization", "sm_clocks_mhz")
+
+
+def energy_vs_power_limit(summary: pd.DataFrame, path: Path, footnote: str = "") -> None:
+    """Energy per token and throughput against the GPU power limit, a line per configuration."""
+    data = summary.dropna(subset=["power_limit_w", "energy_per_output_token_j_mean"])
+    fig, (energy_ax, speed_ax) = plt.subplots(1, 2, figsize=(9, 4))
+    for (key, group), style in zip(
+        data.groupby(list(OTHER_AXES), dropna=False, sort=True), _styles(), strict=False
+    ):
+        ordered = group.sort_values("power_limit_w")
+        label = f"{key[1]} batch {key[2]} {key[3]}"
+        x = ordered["power_limit_w"].to_numpy(float)
+        energy_ax.plot(x, ordered["energy_per_output_token_j_mean"], label=label, **style)
+        speed_ax.plot(x, ordered["output_tokens_per_s_mean"], label=label, **style)
+        best = ordered.loc[ordered["energy_per_output_token_j_mean"].idxmin()]
+        energy_ax.scatter(
+            [best["power_limit_w"]],
+            [best["energy_per_output_token_j_mean"]],
+            s=120,
+            facecolors="none",
+            edgecolors="black",
+        )
+    energy_ax.set_ylabel("energy per output token (J)")
+    speed_ax.set_ylabel("throughput (output tokens/s)")
+    for ax in (energy_ax, speed_ax):
+        ax.set_xlabel("GPU power limit (W)")
+        ax.grid(True, alpha=0.3)
+    energy_ax.legend(fontsize=7)
+    fig.suptitle(
+        f"Energy and throughput vs power limit ({_energy_label(summary)}); ringed: lowest "
+        "energy per token",
+        fontsize=9,
+    )
+    _save(fig, path, footnote)
+
+
 def latency_distributions(
     latency: pd.DataFrame, runs: pd.DataFrame, path: Path, footnote: str = ""
 ) -> None:
     """TTFT and inter-token latency per backend, every request of every run pooled."""
     data = latency.merge(runs[["run_id", "backend"]], on="run_id")
     backends = sorted(data["backend"].unique())
-    ttft = [data.loc[data.backend == b, "ttft_s"].to_numpy(float) for b in backends]
+    if not backends:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no request was measured in this campaign", ha="center", va="center")
+        _save(fig, path, footnote)
+        return
+    ttft = [data.loc[data.backend == b, "ttft_s"].dropna().to_numpy(float) for b in backends]
     itl = [
         np.concatenate(
             [np.asarray(v, float) for v in data.loc[data.backend == b, "itl_s"]] or [np.empty(0)]
@@ -264,4 +307,7 @@ def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
     throughput_vs_energy(summary, paths["throughput_vs_energy"], footnote)
     latency_distributions(latency, runs, paths["latency_distributions"], footnote)
     power_timeline(timeseries, runs, paths["power_timeline"], footnote)
+    if summary["power_limit_w"].notna().any():
+        paths["energy_vs_power_limit"] = out_dir / "energy_vs_power_limit.png"
+        energy_vs_power_limit(summary, paths["energy_vs_power_limit"], footnote)
     return list(paths.values())

@@ -327,6 +327,35 @@ class Timing(ResultModel):
     warmup: Warmup | None = None
 
 
+class GpuDeviceSettings(ResultModel):
+    """One GPU's operating point: what it was, what was applied (read back), and the restore."""
+
+    device: str
+    uuid: str
+    power_limit_w_before: float | None = None
+    power_limit_w_applied: float | None = Field(
+        None, description="Enforced limit read back after setting it."
+    )
+    power_limit_range_w: list[float] | None = Field(None, description="[min, max] of the device.")
+    sm_clocks_mhz_locked: list[int] | None = Field(None, description="[min, max] locked.")
+    memory_clocks_mhz_locked: list[int] | None = None
+    sm_clock_mhz_read: float | None = Field(None, description="SM clock read after locking.")
+    memory_clock_mhz_read: float | None = None
+    restored: bool = Field(False, description="The previous values were put back after the run.")
+
+
+class GpuSettingsRecord(ResultModel):
+    """The run's requested GPU settings and what each of its GPUs ran under."""
+
+    power_limit_w: float | None = None
+    sm_clocks_mhz: list[int] | None = None
+    memory_clocks_mhz: list[int] | None = None
+    devices: list[GpuDeviceSettings] = []
+    restored_leftovers: list[str] = Field(
+        [], description="Settings a killed earlier run left behind, restored before this one."
+    )
+
+
 class ProcessSummary(ResultModel):
     """One rank of a multi-process run, as aggregated."""
 
@@ -354,7 +383,9 @@ class FailureRecord(ResultModel):
     config: ExperimentConfig
     failure_class: FailureClass
     message: str = Field(..., description="The failure in one line.")
-    phase: str = Field(..., description="load | cooldown | baseline | warmup | window | finish")
+    phase: str = Field(
+        ..., description="load | gpu_settings | cooldown | baseline | warmup | window | finish"
+    )
     failed_at: str = Field(..., description="ISO 8601 UTC.")
     elapsed_s: float = Field(..., description="From the start of `llem run` to the failure.")
     timings: dict[str, float] = Field({}, description="Durations known when it failed (s).")
@@ -385,6 +416,7 @@ class RunResult(ResultModel):
     normalised: NormalisedMetrics | None = None
     memory: Memory
     cache: CacheRecord | None = None
+    gpu_settings: GpuSettingsRecord | None = None
     environment: dict[str, Any]
     warnings: list[str] = []
     processes: list[ProcessSummary] = Field(

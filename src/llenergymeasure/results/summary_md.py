@@ -74,6 +74,30 @@ def _interval_methods_text(summary: pd.DataFrame) -> str:
     return text + ". Equal repeats give a zero-width interval; a single repeat, none."
 
 
+def _optimum_lines(summary: pd.DataFrame) -> list[str]:
+    """Per configuration of the other axes, the GPU setting of least energy per token."""
+    swept = summary.dropna(subset=["gpu_settings", "energy_per_output_token_j_mean"])
+    if swept.empty:
+        return []
+    lines = [
+        "",
+        "## Energy-optimal GPU setting",
+        "",
+        "| model | backend | batch | dtype | best setting | energy/token (J) | throughput "
+        "(tok/s) | settings compared |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    axes = ["model", "backend", "batch_size", "dtype", "quantization"]
+    for _, group in swept.groupby(axes, sort=True, dropna=False):
+        best = group.loc[group["energy_per_output_token_j_mean"].astype(float).idxmin()]
+        lines.append(
+            f"| {best['model']} | {best['backend']} | {best['batch_size']} | {best['dtype']} "
+            f"| `{best['gpu_settings']}` | {_with_ci(best, 'energy_per_output_token_j')} "
+            f"| {_with_ci(best, 'output_tokens_per_s')} | {len(group)} |"
+        )
+    return lines
+
+
 def _failure_lines(failed: pd.DataFrame) -> list[str]:
     """The failed runs: configuration, class, phase and message (itself a result)."""
     if failed.empty:
@@ -184,6 +208,7 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
             if pd.notna(i)
         }
     )
+    lines += _optimum_lines(summary)
     lines += _failure_lines(failed)
     lines += [
         "",

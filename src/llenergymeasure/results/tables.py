@@ -35,12 +35,20 @@ def _arrow_type(annotation: Any) -> pa.DataType:
 
 
 SETTINGS_FIELDS = [
-    pa.field(n, _arrow_type(f.annotation)) for n, f in Settings.model_fields.items() if n != "vllm"
+    pa.field(n, _arrow_type(f.annotation))
+    for n, f in Settings.model_fields.items()
+    if n not in ("vllm", "gpu")
 ]
 VLLM_FIELDS = [
     pa.field("vllm_settings", pa.string()),  # the engine settings as JSON (vllm runs only)
     pa.field("vllm_arrival", pa.string()),
     pa.field("vllm_request_rate", pa.float64()),
+]
+GPU_FIELDS = [  # requested GPU operating point (settings.gpu), a configuration axis
+    pa.field("gpu_settings", pa.string()),
+    pa.field("power_limit_w", pa.float64()),
+    pa.field("sm_clocks_mhz", pa.string()),
+    pa.field("memory_clocks_mhz", pa.string()),
 ]
 STAT_NAMES = ("mean", "median", "p95", "p99")
 NORMALISED = (
@@ -82,6 +90,11 @@ RUNS_SCHEMA = pa.schema(
         pa.field("log", pa.string()),
         *SETTINGS_FIELDS,
         *VLLM_FIELDS,
+        *GPU_FIELDS,
+        pa.field("applied_power_limit_w", pa.float64()),
+        pa.field("applied_sm_clock_mhz", pa.float64()),
+        pa.field("applied_memory_clock_mhz", pa.float64()),
+        pa.field("gpu_settings_restored", pa.bool_()),
         pa.field("prompts_source", pa.string()),
         pa.field("device", pa.string()),
         pa.field("window_s", pa.float64()),
@@ -194,12 +207,45 @@ def _config_columns(result: dict[str, Any]) -> dict[str, Any]:
         "vllm_settings": json.dumps(engine, sort_keys=True) if engine else None,
         "vllm_arrival": _get(engine, "arrival"),
         "vllm_request_rate": _get(engine, "request_rate"),
+        **_gpu_columns(settings.get("gpu")),
         "prompts_source": cfg["prompts"]["source"],
         "device": cfg["measurement"]["device"],
         "host": _get(result, "environment", "host"),
         "git_commit": _get(result, "environment", "git", "commit"),
         "config_hash": result["config_hash"],
         "schema_version": result["schema_version"],
+    }
+
+
+def _clocks(value: Any) -> str | None:
+    if value is None:
+        return None
+    low, high = (value, value) if isinstance(value, int) else value
+    return f"{low}-{high}"
+
+
+def _gpu_columns(gpu: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "gpu_settings": json.dumps(gpu, sort_keys=True) if gpu else None,
+        "power_limit_w": _get(gpu, "power_limit_w"),
+        "sm_clocks_mhz": _clocks(_get(gpu, "sm_clocks_mhz")),
+        "memory_clocks_mhz": _clocks(_get(gpu, "memory_clocks_mhz")),
+    }
+
+
+def _applied(result: dict[str, Any]) -> dict[str, Any]:
+    """What the GPUs ran under (read back); the lowest across the run's GPUs."""
+    devices = _get(result, "gpu_settings", "devices") or []
+
+    def lowest(key: str) -> float | None:
+        values = [d[key] for d in devices if d.get(key) is not None]
+        return min(values) if values else None
+
+    return {
+        "applied_power_limit_w": lowest("power_limit_w_applied"),
+        "applied_sm_clock_mhz": lowest("sm_clock_mhz_read"),
+        "applied_memory_clock_mhz": lowest("memory_clock_mhz_read"),
+        "gpu_settings_restored": all(d.get("restored") for d in devices) if devices else None,
     }
 
 
@@ -231,6 +277,7 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
     throttles = [d["throttle_s"] for d in per_device if d.get("throttle_s") is not None]
     row: dict[str, Any] = {
         **_config_columns(result),
+        **_applied(result),
         "status": "succeeded",
         "window_s": result["timing"]["window_s"],
         "window_passes": result["timing"].get("window_passes", 1),

@@ -50,6 +50,7 @@ TIMESERIES_SCHEMA = pa.schema(
         pa.field("gpu_util_pct", pa.float64()),
         pa.field("mem_util_pct", pa.float64()),
         pa.field("throttle_reasons", pa.int64()),
+        pa.field("power_limit_w", pa.float64()),
     ]
 )
 VALUE_COLUMNS = TIMESERIES_SCHEMA.names[5:]

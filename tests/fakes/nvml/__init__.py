@@ -27,7 +27,15 @@ The scenario file is re-read at every ``nvmlInit``: point ``FAKE_NVML_SCENARIO``
 file between ``nvmlShutdown`` and the next ``nvmlInit`` to switch scenarios in one process.
 
 Energy is analytic: the counter is the exact integral of the scripted piecewise-linear
-power, so :func:`analytic_energy_j` gives the truth a measurement should reproduce.
+power capped by the enforced power limit, so :func:`analytic_energy_j` gives the truth a
+measurement should reproduce (pass ``power_limit_mw`` for a limit a test set).
+
+GPU settings (power limit, locked SM / memory clocks) are changed through the real NVML
+setters (``nvmlDeviceSetPowerManagementLimit``, ``nvmlDeviceSetGpuLockedClocks``, ...).
+They survive ``nvmlShutdown``/``nvmlInit`` in one process, and with a state file
+(``subprocess_env(..., state_path=...)``, i.e. ``FAKE_NVML_STATE``) across processes, like
+a real GPU; :func:`read_state` parses that file, :func:`write_state` writes one (e.g. a GPU
+a killed run left capped).
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ REPO = HERE.parents[2]
 SOURCE = HERE / "fake_nvml.c"
 LIB_NAME = "libnvidia-ml.so.1"
 SCENARIO_ENV = "FAKE_NVML_SCENARIO"
+STATE_ENV = "FAKE_NVML_STATE"
 CFLAGS = ("-O2", "-Wall", "-std=gnu11", "-shared", "-fPIC", "-fvisibility=hidden")
 LDFLAGS = (f"-Wl,-soname,{LIB_NAME}", "-lm", "-lpthread")
 
@@ -60,6 +69,7 @@ NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
 NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_INSUFFICIENT_SIZE = 7
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_UNKNOWN = 999
@@ -68,6 +78,17 @@ NVML_ERROR_UNKNOWN = 999
 NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION = 83
 NVML_FI_DEV_POWER_AVERAGE = 185
 NVML_FI_DEV_POWER_INSTANT = 186
+NVML_FI_DEV_POWER_MIN_LIMIT = 187
+NVML_FI_DEV_POWER_MAX_LIMIT = 188
+NVML_FI_DEV_POWER_DEFAULT_LIMIT = 189
+NVML_FI_DEV_POWER_CURRENT_LIMIT = 190
+
+# Clocks-event (throttle) reason the fake adds while the power cap binds.
+CLOCKS_EVENT_SW_POWER_CAP = 0x4
+
+# The fake's default supported clocks (an A100): NVML lists them descending.
+DEFAULT_MEMORY_CLOCKS_MHZ = (1593, 1215, 405)
+DEFAULT_GRAPHICS_CLOCKS_MHZ = tuple(range(1410, 209, -15))  # 1410, 1395, ..., 210
 
 # What nvmlDeviceGetPowerUsage reports (FakeDevice.power_usage).
 POWER_USAGE_AVERAGED = "averaged"  # mean over the last 1 s: Ampere and later but GA100
@@ -134,6 +155,15 @@ class FakeDevice:
     second, like field 185; ``"instant"`` the scripted power now, like field 186.
     ``unsupported_fields`` lists field ids (e.g. :data:`NVML_FI_DEV_POWER_INSTANT`) whose
     entries ``nvmlDeviceGetFieldValues`` answers NOT_SUPPORTED, as on older GPUs/drivers.
+
+    Every power reading and the energy counter use ``min(power_w, enforced limit)``: the
+    enforced limit (``enforced_power_limit_mw``, else ``power_limit_mw``) caps the power,
+    and while the scripted power exceeds it the clocks-event reasons include
+    :data:`CLOCKS_EVENT_SW_POWER_CAP`.  ``settable=False`` makes every setter fail with
+    NVML_ERROR_NO_PERMISSION (a non-root user).  ``supported_*_clocks_mhz`` are what
+    ``nvmlDeviceGetSupported{Memory,Graphics}Clocks`` list (one graphics list for every
+    memory clock); their min..max is the range the locked-clock setters accept.
+    ``sm_locked_mhz`` / ``mem_locked_mhz`` start the device with locked clocks.
     """
 
     name: str = "NVIDIA A100-SXM4-80GB"
@@ -165,6 +195,15 @@ class FakeDevice:
     throttle: list[Throttle] = field(default_factory=list)
     c2c_enabled: bool | None = None  # None: nvmlDeviceGetC2cModeInfoV is NOT_SUPPORTED
     compute_mode: int = 0
+    settable: bool = True  # False: the setters return NVML_ERROR_NO_PERMISSION
+    supported_memory_clocks_mhz: list[int] = field(
+        default_factory=lambda: list(DEFAULT_MEMORY_CLOCKS_MHZ)
+    )
+    supported_graphics_clocks_mhz: list[int] = field(
+        default_factory=lambda: list(DEFAULT_GRAPHICS_CLOCKS_MHZ)
+    )
+    sm_locked_mhz: tuple[int, int] | None = None  # (min, max) locked at init; None: unlocked
+    mem_locked_mhz: tuple[int, int] | None = None
     errors: list[InjectedError] = field(default_factory=list)
 
     @classmethod
@@ -172,38 +211,62 @@ class FakeDevice:
         values = dict(data)
         values["throttle"] = [_coerce(Throttle, t) for t in values.get("throttle", [])]
         values["errors"] = _coerce_errors(values.get("errors", []))
+        for key in ("sm_locked_mhz", "mem_locked_mhz"):
+            if values.get(key) is not None:
+                values[key] = _lock(values[key])
         return cls(**values)
 
     def power_points(self) -> list[tuple[float, float]]:
         return _points(self.power_w)
 
-    def power_at(self, t_s: float) -> float:
-        """Power (W) at ``t_s`` seconds since the epoch, as the fake computes it."""
+    def power_limit_w(self, power_limit_mw: int | None = None) -> float:
+        """The power cap (W): ``power_limit_mw`` if given (a limit the test set), else the
+        scenario's enforced limit."""
+        if power_limit_mw is None:
+            power_limit_mw = _default(self.enforced_power_limit_mw, self.power_limit_mw)
+        return int(power_limit_mw) / 1000.0
+
+    def scripted_power_w(self, t_s: float) -> float:
+        """The scripted power (W) at ``t_s``, before the power cap."""
         return _curve_at(self.power_points(), t_s)
 
-    def energy_j(self, t_s: float) -> float:
-        """Energy (J) from the epoch to ``t_s`` (0 for ``t_s <= 0``): the counter's truth."""
-        return 0.0 if t_s <= 0 else _curve_integral(self.power_points(), 0.0, t_s)
+    def power_capped(self, t_s: float, power_limit_mw: int | None = None) -> bool:
+        """Whether the cap binds at ``t_s`` (the fake then reports SW_POWER_CAP)."""
+        return self.scripted_power_w(t_s) > self.power_limit_w(power_limit_mw)
 
-    def average_power_w(self, t_s: float) -> float:
+    def power_at(self, t_s: float, power_limit_mw: int | None = None) -> float:
+        """Power (W) at ``t_s`` seconds since the epoch, as the fake computes it (capped)."""
+        return min(self.scripted_power_w(t_s), self.power_limit_w(power_limit_mw))
+
+    def energy_j(self, t_s: float, power_limit_mw: int | None = None) -> float:
+        """Energy (J) from the epoch to ``t_s`` (0 for ``t_s <= 0``): the counter's truth.
+
+        The integral of ``min(power_w, limit)`` for one limit over the whole interval
+        (``power_limit_mw``, default the enforced limit of the scenario).
+        """
+        if t_s <= 0:
+            return 0.0
+        return _curve_integral(self.power_points(), 0.0, t_s, self.power_limit_w(power_limit_mw))
+
+    def average_power_w(self, t_s: float, power_limit_mw: int | None = None) -> float:
         """Mean power (W) over ``[t_s - 1, t_s]``, as field 185 and averaged GetPowerUsage.
 
         Before the epoch the power at ``t = 0`` is held (same arithmetic as
-        average_power_mw() in fake_nvml.c).
+        average_power_mw() in fake_nvml.c); capped like :meth:`energy_j`.
         """
-        points, a = self.power_points(), t_s - 1.0
-        p0 = _curve_at(points, 0.0)
+        points, a, cap = self.power_points(), t_s - 1.0, self.power_limit_w(power_limit_mw)
+        p0 = min(_curve_at(points, 0.0), cap)
         if a >= 0:
-            return _curve_integral(points, a, t_s)
+            return _curve_integral(points, a, t_s, cap)
         if t_s <= 0:
             return p0
-        return p0 * -a + _curve_integral(points, 0.0, t_s)
+        return p0 * -a + _curve_integral(points, 0.0, t_s, cap)
 
-    def power_usage_w(self, t_s: float) -> float:
+    def power_usage_w(self, t_s: float, power_limit_mw: int | None = None) -> float:
         """What ``nvmlDeviceGetPowerUsage`` shows at ``t_s`` (W, before mW rounding)."""
         if self.power_usage == POWER_USAGE_INSTANT:
-            return self.power_at(t_s)
-        return self.average_power_w(t_s)
+            return self.power_at(t_s, power_limit_mw)
+        return self.average_power_w(t_s, power_limit_mw)
 
     def lines(self) -> list[str]:
         out = ["device", f"name {_text(self.name)}"]
@@ -248,6 +311,18 @@ class FakeDevice:
         ]
         if self.c2c_enabled is not None:
             out.append(f"c2c {int(bool(self.c2c_enabled))}")
+        out.append(f"settable {int(bool(self.settable))}")
+        for key, clocks in (
+            ("supported_memory_clocks", self.supported_memory_clocks_mhz),
+            ("supported_graphics_clocks", self.supported_graphics_clocks_mhz),
+        ):
+            if not clocks:
+                raise ValueError(f"{key} needs at least one clock")
+            out.append(f"{key} " + " ".join(str(int(c)) for c in clocks))
+        for key, lock in (("sm_locked", self.sm_locked_mhz), ("mem_locked", self.mem_locked_mhz)):
+            if lock is not None:
+                lo, hi = _lock(lock)
+                out.append(f"{key} {lo} {hi}")
         out += [t.line() for t in self.throttle]
         out += [e.line() for e in self.errors]
         return out
@@ -282,9 +357,21 @@ class FakeScenario:
         own = self.devices[index].counter_period_s
         return self.counter_period_s if own is None else own
 
-    def energy_j(self, index: int, t0_epoch_s: float, t1_epoch_s: float) -> float:
-        """Exact energy (J) of device ``index`` between two CLOCK_REALTIME times."""
-        return analytic_energy_j(self.devices[index], t0_epoch_s, t1_epoch_s, self.start_epoch_s)
+    def energy_j(
+        self,
+        index: int,
+        t0_epoch_s: float,
+        t1_epoch_s: float,
+        power_limit_mw: int | None = None,
+    ) -> float:
+        """Exact energy (J) of device ``index`` between two CLOCK_REALTIME times.
+
+        ``power_limit_mw``: the limit in force over the whole interval (default the
+        scenario's enforced limit).
+        """
+        return analytic_energy_j(
+            self.devices[index], t0_epoch_s, t1_epoch_s, self.start_epoch_s, power_limit_mw
+        )
 
     def text(self) -> str:
         lines = [
@@ -321,25 +408,122 @@ def analytic_energy_j(
     t0_epoch_s: float,
     t1_epoch_s: float,
     start_epoch_s: float,
+    power_limit_mw: int | None = None,
 ) -> float:
-    """Exact energy (J) of ``device``'s scripted power between two CLOCK_REALTIME times.
+    """Exact energy (J) of ``device``'s capped power between two CLOCK_REALTIME times.
 
     Equals the fake's counter difference when the counter is continuous
-    (``counter_period_s`` 0), up to the counter's 1 mJ resolution.
+    (``counter_period_s`` 0), up to the counter's 1 mJ resolution, provided one limit
+    (``power_limit_mw``, default the scenario's enforced limit) held over the interval.
     """
     if not isinstance(device, FakeDevice):
         device = FakeDevice.from_dict(device)
-    return device.energy_j(t1_epoch_s - start_epoch_s) - device.energy_j(t0_epoch_s - start_epoch_s)
+    return device.energy_j(t1_epoch_s - start_epoch_s, power_limit_mw) - device.energy_j(
+        t0_epoch_s - start_epoch_s, power_limit_mw
+    )
 
 
 def expected_counter_mj(
-    device: FakeDevice, t_epoch_s: float, start_epoch_s: float, counter_period_s: float = 0.0
+    device: FakeDevice,
+    t_epoch_s: float,
+    start_epoch_s: float,
+    counter_period_s: float = 0.0,
+    power_limit_mw: int | None = None,
 ) -> int:
-    """The value the fake's energy counter shows at ``t_epoch_s`` (quantisation included)."""
+    """The value the fake's energy counter shows at ``t_epoch_s`` (quantisation included),
+    for one limit since the epoch (``power_limit_mw``, default the enforced limit)."""
     t = t_epoch_s - start_epoch_s
     if counter_period_s > 0:
         t = math.floor(t / counter_period_s) * counter_period_s
-    return int(device.energy_offset_mj) + math.floor(1000.0 * device.energy_j(t))
+    return int(device.energy_offset_mj) + math.floor(1000.0 * device.energy_j(t, power_limit_mw))
+
+
+STATE_KEYS = (
+    "power_limit_mw",
+    "enforced_power_limit_mw",
+    "sm_locked",
+    "mem_locked",
+    "limit_since_epoch_s",
+    "energy_at_since_j",
+)
+
+
+def read_state(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    """Parse the fake's state file (``FAKE_NVML_STATE``): ``{device index: settings}``.
+
+    Each device's dict holds the keys its line names (the fake writes every one of them
+    but the last two, which appear once the limit was changed): ``power_limit_mw`` and
+    ``enforced_power_limit_mw`` (int), ``sm_locked`` and ``mem_locked`` (``(min, max)``
+    MHz or None when unlocked), ``limit_since_epoch_s`` (float, CLOCK_REALTIME of the
+    last limit change) and ``energy_at_since_j`` (float).  A missing file (no setter has
+    run yet) gives ``{}``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    devices: dict[int, dict[str, Any]] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        tokens = raw.split()
+        if not tokens or tokens[0].startswith("#") or tokens[0] != "device":
+            continue
+        if len(tokens) < 2:
+            raise ValueError(f"{path}:{number}: `device` needs an index")
+        entry: dict[str, Any] = {}
+        i = 2
+        while i < len(tokens):
+            key = tokens[i]
+            if key in ("sm_locked", "mem_locked"):
+                if i + 1 < len(tokens) and tokens[i + 1] == "none":
+                    entry[key], i = None, i + 2
+                else:
+                    entry[key], i = (int(tokens[i + 1], 0), int(tokens[i + 2], 0)), i + 3
+            elif key in ("power_limit_mw", "enforced_power_limit_mw"):
+                entry[key], i = int(tokens[i + 1], 0), i + 2
+            elif key in ("limit_since_epoch_s", "energy_at_since_j"):
+                entry[key], i = float(tokens[i + 1]), i + 2
+            else:
+                raise ValueError(f"{path}:{number}: unknown state key {key!r}")
+        devices[int(tokens[1], 0)] = entry
+    return devices
+
+
+def write_state(
+    path: str | os.PathLike[str],
+    devices: Mapping[int, Mapping[str, Any]],
+    start_epoch_s: float | None = None,
+) -> Path:
+    """Write a state file (atomically), e.g. a GPU an earlier (killed) run left changed.
+
+    ``devices`` maps a device index to any of :data:`STATE_KEYS` (the format
+    :func:`read_state` returns); keys left out keep the scenario's values.  Without
+    ``limit_since_epoch_s`` a power limit holds for all time (the counter's past included),
+    so write the file before the processes that should see it start.
+    """
+    lines = ["# fake NVML state (format: tests/fakes/nvml/fake_nvml.c)", "fake_nvml_state 1"]
+    if start_epoch_s is not None:
+        lines.append(f"start_epoch_s {_num(start_epoch_s)}")
+    for index, entry in sorted(devices.items()):
+        unknown = set(entry) - set(STATE_KEYS)
+        if unknown:
+            raise ValueError(f"unknown state keys {sorted(unknown)}; use {STATE_KEYS}")
+        words = [f"device {int(index)}"]
+        for key in STATE_KEYS:
+            if key not in entry:
+                continue
+            value = entry[key]
+            if key in ("sm_locked", "mem_locked"):
+                lock = "none" if value is None else "{} {}".format(*_lock(value))
+                words.append(f"{key} {lock}")
+            elif key in ("limit_since_epoch_s", "energy_at_since_j"):
+                words.append(f"{key} {_num(value)}")
+            else:
+                words.append(f"{key} {int(value)}")
+        lines.append(" ".join(words))
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def build_fake_nvml(out_dir: str | os.PathLike[str], compiler: str = "gcc") -> Path:
@@ -371,17 +555,22 @@ def build_fake_nvml(out_dir: str | os.PathLike[str], compiler: str = "gcc") -> P
 
 
 def activate(
-    lib_path: str | os.PathLike[str], scenario_path: str | os.PathLike[str]
+    lib_path: str | os.PathLike[str],
+    scenario_path: str | os.PathLike[str],
+    state_path: str | os.PathLike[str] | None = None,
 ) -> ctypes.CDLL:
     """Make this process's ``pynvml`` use the fake (see the module docstring).
 
-    Sets ``FAKE_NVML_SCENARIO`` and preloads the library with RTLD_GLOBAL.  Call it before
+    Sets ``FAKE_NVML_SCENARIO`` (and ``FAKE_NVML_STATE`` if ``state_path`` is given) and
+    preloads the library with RTLD_GLOBAL.  Call it before
     ``pynvml`` loads a real ``libnvidia-ml.so.1``; if it already did, raises RuntimeError.
     A loaded library cannot be unloaded: every later ``dlopen("libnvidia-ml.so.1")`` in
     this process gets the fake, so do not call this in a pytest process whose other tests
     expect "no driver" -- run it in a child process.
     """
     os.environ[SCENARIO_ENV] = str(Path(scenario_path).resolve())
+    if state_path is not None:
+        os.environ[STATE_ENV] = str(Path(state_path).resolve())
     lib = ctypes.CDLL(str(Path(lib_path).resolve()), mode=ctypes.RTLD_GLOBAL)
     pynvml = sys.modules.get("pynvml")
     loaded = getattr(pynvml, "nvmlLib", None)
@@ -397,12 +586,15 @@ def subprocess_env(
     lib_path: str | os.PathLike[str],
     scenario_path: str | os.PathLike[str],
     base: Mapping[str, str] | None = None,
+    state_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
     """Environment for a child process whose ``pynvml`` loads the fake.
 
     ``LD_LIBRARY_PATH`` starts with the library's directory and ``FAKE_NVML_SCENARIO``
     names the scenario; CUDA_VISIBLE_DEVICES and the Zeus daemon variables are removed so
-    that device indices are the scenario's.
+    that device indices are the scenario's.  ``state_path`` sets ``FAKE_NVML_STATE``: GPU
+    settings (power limit, locked clocks) then persist in that file across processes;
+    without it ``FAKE_NVML_STATE`` is removed and settings live in each process only.
     """
     env = dict(os.environ if base is None else base)
     for name in FOREIGN_ENV:
@@ -411,6 +603,9 @@ def subprocess_env(
     old = env.get("LD_LIBRARY_PATH")
     env["LD_LIBRARY_PATH"] = lib_dir if not old else f"{lib_dir}{os.pathsep}{old}"
     env[SCENARIO_ENV] = str(Path(scenario_path).resolve())
+    env.pop(STATE_ENV, None)
+    if state_path is not None:
+        env[STATE_ENV] = str(Path(state_path).resolve())
     return env
 
 
@@ -462,6 +657,13 @@ def _default(value: Any, fallback: Any) -> Any:
     return fallback if value is None else value
 
 
+def _lock(value: Sequence[int]) -> tuple[int, int]:
+    lo, hi = (int(v) for v in value)
+    if lo > hi:
+        raise ValueError(f"locked clocks need min <= max: {value!r}")
+    return lo, hi
+
+
 def _points(curve: Curve) -> list[tuple[float, float]]:
     if isinstance(curve, int | float):
         return [(0.0, float(curve))]
@@ -493,11 +695,34 @@ def _curve_at(points: list[tuple[float, float]], t: float) -> float:
     return points[-1][1]
 
 
-def _curve_integral(points: list[tuple[float, float]], a: float, b: float) -> float:
+def _piece_integral(
+    points: list[tuple[float, float]], x: float, y: float, cap_w: float = math.inf
+) -> float:
+    """Same arithmetic as piece_integral() in fake_nvml.c: min(P, cap_w) over one piece."""
+    w, mid = y - x, _curve_at(points, 0.5 * (x + y))
+    if not cap_w < math.inf:
+        return mid * w
+    q1, q3 = _curve_at(points, x + 0.25 * w), _curve_at(points, x + 0.75 * w)
+    half = 0.5 * (q3 - q1)
+    lo, hi = q1 - half, q3 + half  # the piece's values at x+ and y-
+    if lo <= cap_w and hi <= cap_w:
+        return mid * w
+    if lo >= cap_w and hi >= cap_w:
+        return cap_w * w
+    f = (cap_w - lo) / (hi - lo)  # where the piece crosses the cap
+    if lo < cap_w:
+        return 0.5 * (lo + cap_w) * f * w + cap_w * (1.0 - f) * w
+    return cap_w * f * w + 0.5 * (cap_w + hi) * (1.0 - f) * w
+
+
+def _curve_integral(
+    points: list[tuple[float, float]], a: float, b: float, cap_w: float = math.inf
+) -> float:
     """Same arithmetic as curve_integral() in fake_nvml.c (exact for the linear pieces).
 
-    Each piece between breakpoints is linear, so its mean is its midpoint value; evaluating
-    there (never at a breakpoint) also integrates a step (two points at one time) exactly.
+    Integrates ``min(P, cap_w)``.  Each piece between breakpoints is linear, so its mean is
+    its midpoint value; evaluating there (never at a breakpoint) also integrates a step (two
+    points at one time) exactly.
     """
     if b <= a:
         return 0.0
@@ -508,10 +733,10 @@ def _curve_integral(points: list[tuple[float, float]], a: float, b: float) -> fl
         if t <= x:
             continue
         y = min(t, b)
-        total += _curve_at(points, 0.5 * (x + y)) * (y - x)
+        total += _piece_integral(points, x, y, cap_w)
         x = y
     if x < b:
-        total += _curve_at(points, 0.5 * (x + b)) * (b - x)
+        total += _piece_integral(points, x, b, cap_w)
     return total
 
 
@@ -531,6 +756,11 @@ def _coerce_errors(value: Any) -> list[InjectedError]:
 
 
 __all__ = [
+    "CLOCKS_EVENT_SW_POWER_CAP",
+    "DEFAULT_GRAPHICS_CLOCKS_MHZ",
+    "DEFAULT_MEMORY_CLOCKS_MHZ",
+    "STATE_ENV",
+    "STATE_KEYS",
     "FakeDevice",
     "FakeScenario",
     "InjectedError",
@@ -539,7 +769,9 @@ __all__ = [
     "analytic_energy_j",
     "build_fake_nvml",
     "expected_counter_mj",
+    "read_state",
     "run_python",
     "subprocess_env",
     "write_scenario",
+    "write_state",
 ]

@@ -14,6 +14,8 @@
  * Use (either):
  *   - a fresh process:  LD_LIBRARY_PATH=<dir holding libnvidia-ml.so.1>
  *                       FAKE_NVML_SCENARIO=<scenario file>
+ *                       [FAKE_NVML_STATE=<state file>]  (settings persist across
+ *                       processes; see STATE FILE below)
  *   - in-process, before pynvml's first nvmlInit:
  *       ctypes.CDLL("<dir>/libnvidia-ml.so.1", mode=ctypes.RTLD_GLOBAL)
  *     (glibc's dlopen("libnvidia-ml.so.1") then matches the loaded object by soname).
@@ -95,7 +97,28 @@
  *   utilization GPU_PCT MEM_PCT   default 0 0
  *   power_limit_mw CURRENT MIN MAX [DEFAULT [ENFORCED]]
  *                                 default 400000 100000 400000 (DEFAULT and
- *                                 ENFORCED default to CURRENT)
+ *                                 ENFORCED default to CURRENT).  ENFORCED caps
+ *                                 the power the fake reports and integrates (see
+ *                                 Readings); MIN..MAX is the range
+ *                                 nvmlDeviceSetPowerManagementLimit accepts
+ *   settable 0|1|no|yes           0/no: every setter (below) returns
+ *                                 NVML_ERROR_NO_PERMISSION (4), as for a non-root
+ *                                 user; default 1
+ *   supported_memory_clocks MHZ [MHZ ...]
+ *                                 nvmlDeviceGetSupportedMemoryClocks, in this
+ *                                 order (NVML lists them descending); default
+ *                                 1593 1215 405 (A100); the memory locked-clock
+ *                                 range is min..max of this list
+ *   supported_graphics_clocks MHZ [MHZ ...]
+ *                                 nvmlDeviceGetSupportedGraphicsClocks, the same
+ *                                 list for every supported memory clock; default
+ *                                 1410 1395 ... 225 210 (step 15, descending); the
+ *                                 SM locked-clock range is min..max of this list
+ *   sm_locked MIN_MHZ MAX_MHZ | none
+ *   mem_locked MIN_MHZ MAX_MHZ | none
+ *                                 locked SM (graphics) / memory clocks at init, as
+ *                                 if set with nvmlDeviceSet{Gpu,Memory}LockedClocks
+ *                                 (not range-checked); default none
  *   mig CURRENT [PENDING]         nvmlDeviceGetMigMode; default 0 (PENDING =
  *                                 CURRENT)
  *   persistence 0|1               default 0
@@ -124,22 +147,110 @@
  * cannot be opened, init returns NVML_ERROR_DRIVER_NOT_LOADED (9), like a machine
  * without the driver.  Init/shutdown are reference counted like the real NVML.
  *
- * Readings:
- *   nvmlDeviceGetPowerUsage          power_usage averaged (default): the mean of P
+ * Readings.  Pc(t) = min(P(t), L(t)) is the scripted power capped by the enforced
+ * power limit L(t) in force at t (the scenario's ENFORCED until a setter changes
+ * it; L is piecewise constant in time and every change is remembered, so the
+ * counter stays continuous and monotonic across limit changes):
+ *   nvmlDeviceGetPowerUsage          power_usage averaged (default): the mean of Pc
  *                                    over [tp-1, tp] in mW, as field 185;
- *                                    power_usage instant: round(1000 * P(tp)) mW
+ *                                    power_usage instant: round(1000 * Pc(tp)) mW
  *                                    (tp = t quantised by power_period_s)
  *   nvmlDeviceGetTotalEnergyConsumption
  *                                    offset + floor(1000 * E(tq)) mJ where
- *                                    E(t) = integral of P over [0, t] (0 if t<=0)
- *                                    and tq = t quantised by counter_period_s
- *   nvmlDeviceGetFieldValues         185 POWER_AVERAGE: mean of P over [tp-1, tp];
- *                                    186 POWER_INSTANT: P(tp) (scope GPU or MODULE;
+ *                                    E(t) = integral of Pc over [0, t] (0 if t<=0,
+ *                                    exact for the piecewise-linear P) and tq = t
+ *                                    quantised by counter_period_s
+ *   nvmlDeviceGetFieldValues         185 POWER_AVERAGE: mean of Pc over [tp-1, tp];
+ *                                    186 POWER_INSTANT: Pc(tp) (scope GPU or MODULE;
  *                                    MEMORY scope -> NOT_SUPPORTED); 83 total
- *                                    energy; 187..190 power limits; others, and
- *                                    those named by unsupported_field,
+ *                                    energy; 187 MIN, 188 MAX, 189 DEFAULT, 190
+ *                                    CURRENT power limit (190 follows the setter);
+ *                                    others, and those named by unsupported_field,
  *                                    NOT_SUPPORTED in the entry's nvmlReturn
+ *   nvmlDeviceGetCurrentClocksEventReasons (and ...ThrottleReasons)
+ *                                    the OR of the throttle intervals at t, plus
+ *                                    0x4 SW_POWER_CAP while the cap binds
+ *                                    (P(t) > L(t))
+ *   nvmlDeviceGetClockInfo           SM/GRAPHICS: the `clocks` SM value clamped
+ *                                    into the SM locked range (if locked), then
+ *                                    lowered by a throttle SM_MHZ (slowdown beats
+ *                                    a lock, as on hardware); MEM: the `clocks`
+ *                                    MEM value clamped into the memory locked
+ *                                    range (if locked)
+ *   nvmlDeviceGetPowerManagementLimit / ...GetEnforcedPowerLimit
+ *                                    CURRENT / ENFORCED (both the value set by
+ *                                    nvmlDeviceSetPowerManagementLimit once set);
+ *                                    ...LimitConstraints: MIN, MAX;
+ *                                    ...DefaultLimit: DEFAULT
+ *   nvmlDeviceGetSupportedMemoryClocks(dev, *count, *clocks)
+ *   nvmlDeviceGetSupportedGraphicsClocks(dev, memMHz, *count, *clocks)
+ *                                    NVML's size protocol: if *count is smaller
+ *                                    than the list (e.g. 0 with clocks NULL, as
+ *                                    pynvml's first call) *count = its length and
+ *                                    NVML_ERROR_INSUFFICIENT_SIZE (7); else the list
+ *                                    is copied and *count = its length.  A memMHz
+ *                                    not in supported_memory_clocks ->
+ *                                    NVML_ERROR_NOT_FOUND (6), as nvml.h documents
  *   running processes                always none
+ *
+ * Setters (each can also be failed with an `error` line, e.g. `error
+ * nvmlDeviceSetGpuLockedClocks 3` for a GPU that does not support it):
+ *   nvmlDeviceSetPowerManagementLimit(dev, unsigned int limit_mW)
+ *                                    NO_PERMISSION (4) unless settable;
+ *                                    INVALID_ARGUMENT (2) outside [MIN, MAX]; else
+ *                                    CURRENT = ENFORCED = limit from now on
+ *   nvmlDeviceSetGpuLockedClocks(dev, unsigned int minMHz, unsigned int maxMHz)
+ *   nvmlDeviceSetMemoryLockedClocks(dev, unsigned int minMHz, unsigned int maxMHz)
+ *                                    NO_PERMISSION unless settable; INVALID_ARGUMENT
+ *                                    if min > max or either is outside min..max of
+ *                                    the supported graphics / memory clocks (the
+ *                                    NVML_CLOCK_LIMIT_ID_* specials included); else
+ *                                    locks the SM / memory clock to [min, max]
+ *   nvmlDeviceResetGpuLockedClocks(dev), nvmlDeviceResetMemoryLockedClocks(dev)
+ *                                    NO_PERMISSION unless settable; else unlocks
+ *                                    (succeeds when nothing was locked too)
+ * Settings survive nvmlShutdown/nvmlInit within a process (as the driver keeps
+ * them), and, with $FAKE_NVML_STATE, across processes.
+ *
+ * ================================ STATE FILE =================================
+ * $FAKE_NVML_STATE (optional) names a file holding the settable state, like the
+ * driver's view of the GPUs, shared by every process that names it:
+ *   - nvmlInit: if the file exists its values override the scenario's (and this
+ *     process's earlier settings); if it does not, the scenario's values hold.  A
+ *     malformed file fails the init with NVML_ERROR_UNKNOWN and a message.
+ *   - before every per-device call the file is stat()ed; if another process has
+ *     rewritten it since this process last read or wrote it, it is re-read (a
+ *     removed file leaves the settings as they are).
+ *   - after every successful setter the whole state (every device) is rewritten
+ *     atomically (temp file + rename; last writer wins).  If that fails the
+ *     setter undoes its change and returns NVML_ERROR_UNKNOWN.
+ * Without $FAKE_NVML_STATE the settings live in the process only.
+ *
+ * Format: '#' comments and blank lines ignored; then
+ *   fake_nvml_state 1               format version (optional)
+ *   start_epoch_s EPOCH             the scenario epoch the energies below were
+ *                                   computed against (optional)
+ *   device INDEX KEY VALUE...       one line per device; every KEY is optional
+ *                                   (a missing one keeps the scenario's value),
+ *                                   devices beyond the scenario's are ignored
+ * with KEYs
+ *   power_limit_mw MW               CURRENT limit
+ *   enforced_power_limit_mw MW      ENFORCED limit (default: power_limit_mw)
+ *   sm_locked MIN MAX | none        SM locked clocks
+ *   mem_locked MIN MAX | none       memory locked clocks
+ *   limit_since_epoch_s EPOCH       CLOCK_REALTIME of the last limit change: the
+ *                                   limit holds from then on (before then, what
+ *                                   this process knew); without it the limit
+ *                                   holds for all t
+ *   energy_at_since_j J             E at limit_since_epoch_s, used when
+ *                                   start_epoch_s matches the scenario's (keeps
+ *                                   one counter across processes); otherwise E
+ *                                   there is computed from what this process knew
+ * The fake writes e.g.
+ *   fake_nvml_state 1
+ *   start_epoch_s 1712345000.000000000
+ *   device 0 power_limit_mw 300000 enforced_power_limit_mw 300000 sm_locked 1200 1410 mem_locked none limit_since_epoch_s 1712345010.250000000 energy_at_since_j 2500
+ *   device 1 power_limit_mw 400000 enforced_power_limit_mw 400000 sm_locked none mem_locked none
  * =============================================================================
  */
 #define _GNU_SOURCE
@@ -151,7 +262,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NVML_API __attribute__((visibility("default")))
 
@@ -241,6 +354,7 @@ enum { NVML_VALUE_TYPE_UNSIGNED_INT = 1, NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3 
 enum { NVML_CLOCK_GRAPHICS = 0, NVML_CLOCK_SM = 1, NVML_CLOCK_MEM = 2, NVML_CLOCK_VIDEO = 3 };
 enum { NVML_TEMPERATURE_GPU = 0 };
 enum { NVML_POWER_SCOPE_GPU = 0, NVML_POWER_SCOPE_MODULE = 1 };
+#define NVML_CLOCKS_EVENT_REASON_SW_POWER_CAP 0x4ULL
 enum {
     NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION = 83,
     NVML_FI_DEV_POWER_AVERAGE = 185,
@@ -259,6 +373,8 @@ enum {
 #define MAX_THROTTLE 64
 #define MAX_ERRORS 64
 #define MAX_FIELDS 64
+#define MAX_CLOCKS 512
+#define MAX_SEGMENTS 64
 #define STR_LEN 128
 
 typedef struct {
@@ -276,6 +392,25 @@ typedef struct {
     unsigned long long mask;
     unsigned int sm_clock; /* 0 = unchanged */
 } throttle_t;
+
+/* the enforced power limit from time `start` on; energy_j = E(start) (the counter's energy,
+ * offset excluded, at the start of the segment) */
+typedef struct {
+    double start; /* -INFINITY for the first segment */
+    unsigned int limit_mw;
+    double energy_j;
+} limit_seg_t;
+
+/* what the setters change (and the state file persists) */
+typedef struct {
+    unsigned int pl_current, pl_enforced;
+    int sm_locked;
+    unsigned int sm_min, sm_max;
+    int mem_locked;
+    unsigned int mem_min, mem_max;
+    int n_segs; /* >= 1; segs[n_segs - 1].limit_mw == pl_enforced */
+    limit_seg_t segs[MAX_SEGMENTS];
+} dev_settings_t;
 
 typedef struct fake_device {
     char name[STR_LEN];
@@ -297,7 +432,11 @@ typedef struct fake_device {
     unsigned int sm_clock, mem_clock;
     unsigned long long mem_total, mem_used, mem_reserved;
     unsigned int util_gpu, util_mem;
-    unsigned int pl_current, pl_min, pl_max, pl_default, pl_enforced;
+    unsigned int pl_min, pl_max, pl_default;
+    dev_settings_t st; /* power limit (current, enforced, history) and locked clocks */
+    int settable;      /* 0: the setters return NVML_ERROR_NO_PERMISSION */
+    int n_mem_clocks, n_gfx_clocks;
+    unsigned int mem_clocks[MAX_CLOCKS], gfx_clocks[MAX_CLOCKS];
     unsigned int mig_current, mig_pending;
     unsigned int persistence;
     int n_throttle;
@@ -356,8 +495,28 @@ static double curve_at(const point_t *p, int n, double t)
     return p[n - 1].v;
 }
 
-/* integral of the curve over [a, b], a <= b, exact for the piecewise-linear shape */
-static double curve_integral(const point_t *p, int n, double a, double b)
+/* integral of min(P, cap_w) over one linear piece [x, y] of the curve (no breakpoint strictly
+ * inside); cap_w may be INFINITY.  The piece's values at x+ and y- are extrapolated from two
+ * interior points, so a step (two points at one time) at either end is handled exactly. */
+static double piece_integral(const point_t *p, int n, double x, double y, double cap_w)
+{
+    double w = y - x, mid = curve_at(p, n, 0.5 * (x + y));
+    if (!(cap_w < INFINITY))
+        return mid * w;
+    double q1 = curve_at(p, n, x + 0.25 * w), q3 = curve_at(p, n, x + 0.75 * w);
+    double half = 0.5 * (q3 - q1), lo = q1 - half, hi = q3 + half; /* P(x+), P(y-) */
+    if (lo <= cap_w && hi <= cap_w)
+        return mid * w; /* never capped: the same arithmetic as without a cap */
+    if (lo >= cap_w && hi >= cap_w)
+        return cap_w * w;
+    double f = (cap_w - lo) / (hi - lo); /* fraction of the piece where P crosses the cap */
+    if (lo < cap_w)                      /* rising: below, then capped */
+        return 0.5 * (lo + cap_w) * f * w + cap_w * (1.0 - f) * w;
+    return cap_w * f * w + 0.5 * (cap_w + hi) * (1.0 - f) * w; /* falling: capped, then below */
+}
+
+/* integral of min(P, cap_w) over [a, b], a <= b, exact for the piecewise-linear shape */
+static double curve_integral(const point_t *p, int n, double a, double b, double cap_w)
 {
     if (n <= 0 || b <= a)
         return 0.0;
@@ -369,17 +528,92 @@ static double curve_integral(const point_t *p, int n, double a, double b)
         if (p[i].t <= x)
             continue;
         double y = p[i].t < b ? p[i].t : b;
-        total += curve_at(p, n, 0.5 * (x + y)) * (y - x);
+        total += piece_integral(p, n, x, y, cap_w);
         x = y;
     }
     if (x < b)
-        total += curve_at(p, n, 0.5 * (x + b)) * (b - x);
+        total += piece_integral(p, n, x, b, cap_w);
     return total;
 }
 
+static double mw_to_w(unsigned int mw) { return (double)mw / 1000.0; }
+
+/* the enforced-limit segment in force at t (the first one extends back to -infinity) */
+static int seg_at(const fake_device *d, double t)
+{
+    int k = 0;
+    for (int i = 1; i < d->st.n_segs && d->st.segs[i].start <= t; i++)
+        k = i;
+    return k;
+}
+
+static double limit_w_at(const fake_device *d, double t)
+{
+    return mw_to_w(d->st.segs[seg_at(d, t)].limit_mw);
+}
+
+/* E(t): integral over [0, t] of min(P, enforced limit in force) (0 for t <= 0) */
 static double energy_j(const fake_device *d, double t)
 {
-    return t <= 0.0 ? 0.0 : curve_integral(d->power, d->n_power, 0.0, t);
+    if (t <= 0.0)
+        return 0.0;
+    const limit_seg_t *sg = &d->st.segs[seg_at(d, t)];
+    double a = sg->start > 0.0 ? sg->start : 0.0;
+    if (t <= a)
+        return sg->energy_j;
+    return sg->energy_j + curve_integral(d->power, d->n_power, a, t, mw_to_w(sg->limit_mw));
+}
+
+/* integral of the capped power over [a, b] across limit changes */
+static double capped_between(const fake_device *d, double a, double b)
+{
+    double total = 0.0;
+    for (int k = 0; k < d->st.n_segs; k++) {
+        double lo = k == 0 ? -INFINITY : d->st.segs[k].start;
+        double hi = k + 1 < d->st.n_segs ? d->st.segs[k + 1].start : INFINITY;
+        lo = lo > a ? lo : a;
+        hi = hi < b ? hi : b;
+        if (hi > lo)
+            total += curve_integral(d->power, d->n_power, lo, hi, mw_to_w(d->st.segs[k].limit_mw));
+    }
+    return total;
+}
+
+/* a new enforced limit from time t on: a new segment whose energy is E(t) (or `energy`, a
+ * value another process computed, when have_energy), so the counter stays continuous */
+static void push_limit(fake_device *d, double t, unsigned int limit_mw, int have_energy,
+                       double energy)
+{
+    dev_settings_t *st = &d->st;
+    double e = have_energy ? energy : energy_j(d, t);
+    while (st->n_segs > 1 && st->segs[st->n_segs - 1].start >= t)
+        st->n_segs--;
+    limit_seg_t *last = &st->segs[st->n_segs - 1];
+    if (last->start >= t) { /* a first segment left after dropping old history: replace it */
+        last->start = t;
+        last->limit_mw = limit_mw;
+        last->energy_j = e;
+    } else if (last->limit_mw != limit_mw || have_energy) {
+        if (st->n_segs == MAX_SEGMENTS) { /* drop the oldest change */
+            memmove(&st->segs[0], &st->segs[1], sizeof(limit_seg_t) * (MAX_SEGMENTS - 1));
+            st->n_segs--;
+        }
+        st->segs[st->n_segs].start = t;
+        st->segs[st->n_segs].limit_mw = limit_mw;
+        st->segs[st->n_segs].energy_j = e;
+        st->n_segs++;
+    }
+    st->pl_enforced = limit_mw;
+}
+
+/* the limit history of a freshly configured device: `limit_mw` for all time */
+static void reset_limit_history(fake_device *d, unsigned int limit_mw)
+{
+    d->st.n_segs = 1;
+    d->st.segs[0].start = -INFINITY;
+    d->st.segs[0].limit_mw = limit_mw;
+    d->st.segs[0].energy_j = 0.0;
+    d->st.pl_enforced = limit_mw;
 }
 
 static double device_period(const scenario_t *s, const fake_device *d)
@@ -401,22 +635,23 @@ static unsigned long long counter_mj(const scenario_t *s, const fake_device *d, 
     return d->energy_offset_mj + (unsigned long long)floor(1000.0 * energy_j(d, t));
 }
 
+/* min(P(t), enforced limit at t) in mW */
 static unsigned int power_mw(const fake_device *d, double t)
 {
-    double w = curve_at(d->power, d->n_power, t);
+    double w = fmin(curve_at(d->power, d->n_power, t), limit_w_at(d, t));
     return (unsigned int)llround(1000.0 * w);
 }
 
 static unsigned int average_power_mw(const fake_device *d, double t)
 {
-    /* mean over [t-1, t]; before t = 0 the first power value is held */
-    double a = t - 1.0, e;
+    /* mean of the capped power over [t-1, t]; before t = 0 the first power value is held */
+    double a = t - 1.0, e, p0 = curve_at(d->power, d->n_power, 0.0);
     if (a >= 0.0)
-        e = curve_integral(d->power, d->n_power, a, t);
+        e = capped_between(d, a, t);
     else if (t <= 0.0)
-        e = curve_at(d->power, d->n_power, 0.0) * (t - a);
+        e = fmin(p0, limit_w_at(d, t)) * (t - a);
     else
-        e = curve_at(d->power, d->n_power, 0.0) * (-a) + curve_integral(d->power, d->n_power, 0.0, t);
+        e = fmin(p0, limit_w_at(d, a)) * (-a) + capped_between(d, 0.0, t);
     return (unsigned int)llround(1000.0 * e);
 }
 
@@ -440,6 +675,22 @@ static unsigned long long throttle_mask(const fake_device *d, double t, unsigned
         }
     }
     return mask;
+}
+
+/* throttle intervals, plus SW_POWER_CAP while the scripted power exceeds the enforced limit */
+static unsigned long long clock_event_mask(const fake_device *d, double t)
+{
+    unsigned long long mask = throttle_mask(d, t, NULL);
+    if (curve_at(d->power, d->n_power, t) > limit_w_at(d, t))
+        mask |= NVML_CLOCKS_EVENT_REASON_SW_POWER_CAP;
+    return mask;
+}
+
+static unsigned int clamp_clock(unsigned int v, int locked, unsigned int lo, unsigned int hi)
+{
+    if (!locked)
+        return v;
+    return v < lo ? lo : v > hi ? hi : v;
 }
 
 /* ------------------------------------------------------------- error injection */
@@ -496,9 +747,16 @@ static void device_defaults(fake_device *d, unsigned int index)
     d->sm_clock = 1410;
     d->mem_clock = 1593;
     d->mem_total = 85899345920ULL;
-    d->pl_current = d->pl_default = d->pl_enforced = d->pl_max = 400000;
+    d->st.pl_current = d->pl_default = d->st.pl_enforced = d->pl_max = 400000;
     d->pl_min = 100000;
     d->c2c = -1;
+    d->settable = 1;
+    static const unsigned int mem_clocks[] = {1593, 1215, 405};
+    d->n_mem_clocks = (int)(sizeof mem_clocks / sizeof mem_clocks[0]);
+    memcpy(d->mem_clocks, mem_clocks, sizeof mem_clocks);
+    d->n_gfx_clocks = 0;
+    for (unsigned int mhz = 1410; mhz >= 210; mhz -= 15)
+        d->gfx_clocks[d->n_gfx_clocks++] = mhz;
 }
 
 typedef struct {
@@ -549,6 +807,28 @@ static int to_uint(const char *s, unsigned int *out)
     if (to_ull(s, &v) || v > 0xffffffffULL)
         return -1;
     *out = (unsigned int)v;
+    return 0;
+}
+
+/* CLOCK_REALTIME seconds -> whole seconds + fraction, without the digits a double loses */
+static int to_epoch(const char *s, long long *sec, double *frac)
+{
+    double v;
+    if (to_double(s, &v))
+        return -1;
+    *sec = (long long)floor(v);
+    *frac = v - floor(v);
+    /* recover digits lost by the double: re-parse the fractional part textually */
+    const char *dot = strchr(s, '.');
+    if (dot && v >= 0 && !strpbrk(s, "eE")) {
+        double f;
+        char buf[64];
+        snprintf(buf, sizeof buf, "0%s", dot);
+        if (!to_double(buf, &f)) {
+            *sec = strtoll(s, NULL, 10);
+            *frac = f;
+        }
+    }
     return 0;
 }
 
@@ -634,23 +914,9 @@ static int parse_global(parse_ctx *c, scenario_t *s, const char *rest)
         if (strcmp(c->toks[1], "1"))
             return parse_fail(c, "unsupported format version '%s'", c->toks[1]);
     } else if (!strcmp(key, "start_epoch_s")) {
-        double v;
         NEED(1);
-        if (to_double(c->toks[1], &v))
+        if (to_epoch(c->toks[1], &s->epoch_sec, &s->epoch_frac))
             BAD();
-        s->epoch_sec = (long long)floor(v);
-        s->epoch_frac = v - floor(v);
-        /* recover digits lost by the double: re-parse the fractional part textually */
-        const char *dot = strchr(c->toks[1], '.');
-        if (dot && v >= 0 && !strpbrk(c->toks[1], "eE")) {
-            double frac;
-            char buf[64];
-            snprintf(buf, sizeof buf, "0%s", dot);
-            if (!to_double(buf, &frac)) {
-                s->epoch_sec = strtoll(c->toks[1], NULL, 10);
-                s->epoch_frac = frac;
-            }
-        }
     } else if (!strcmp(key, "driver_version") || !strcmp(key, "nvml_version")) {
         NEED(1);
         snprintf(!strcmp(key, "driver_version") ? s->driver_version : s->nvml_version, STR_LEN,
@@ -758,13 +1024,52 @@ static int parse_device(parse_ctx *c, fake_device *d, const char *rest, int *pow
     } else if (!strcmp(key, "power_limit_mw")) {
         if (c->n < 4 || c->n > 6)
             return parse_fail(c, "usage: power_limit_mw CURRENT MIN MAX [DEFAULT [ENFORCED]]");
-        if (to_uint(c->toks[1], &d->pl_current) || to_uint(c->toks[2], &d->pl_min) ||
+        if (to_uint(c->toks[1], &d->st.pl_current) || to_uint(c->toks[2], &d->pl_min) ||
             to_uint(c->toks[3], &d->pl_max))
             BAD();
-        d->pl_default = d->pl_enforced = d->pl_current;
+        d->pl_default = d->st.pl_enforced = d->st.pl_current;
         if ((c->n >= 5 && to_uint(c->toks[4], &d->pl_default)) ||
-            (c->n == 6 && to_uint(c->toks[5], &d->pl_enforced)))
+            (c->n == 6 && to_uint(c->toks[5], &d->st.pl_enforced)))
             BAD();
+        if (d->pl_min > d->pl_max)
+            return parse_fail(c, "power_limit_mw: MIN exceeds MAX");
+    } else if (!strcmp(key, "settable")) {
+        NEED(1);
+        if (!strcmp(c->toks[1], "yes"))
+            d->settable = 1;
+        else if (!strcmp(c->toks[1], "no"))
+            d->settable = 0;
+        else if (to_bool(c->toks[1], &d->settable))
+            BAD();
+    } else if (!strcmp(key, "supported_memory_clocks") ||
+               !strcmp(key, "supported_graphics_clocks")) {
+        int mem = key[10] == 'm'; /* "supported_" is 10 characters */
+        unsigned int *list = mem ? d->mem_clocks : d->gfx_clocks;
+        int *n = mem ? &d->n_mem_clocks : &d->n_gfx_clocks;
+        if (c->n < 2)
+            return parse_fail(c, "usage: %s MHZ [MHZ ...]", key);
+        if (c->n - 1 > MAX_CLOCKS)
+            return parse_fail(c, "too many clocks (max %d)", MAX_CLOCKS);
+        for (int i = 1; i < c->n; i++)
+            if (to_uint(c->toks[i], &list[i - 1]))
+                return parse_fail(c, "bad clock '%s'", c->toks[i]);
+        *n = c->n - 1;
+    } else if (!strcmp(key, "sm_locked") || !strcmp(key, "mem_locked")) {
+        int mem = key[0] == 'm';
+        int *locked = mem ? &d->st.mem_locked : &d->st.sm_locked;
+        unsigned int *lo = mem ? &d->st.mem_min : &d->st.sm_min;
+        unsigned int *hi = mem ? &d->st.mem_max : &d->st.sm_max;
+        if (c->n == 2 && !strcmp(c->toks[1], "none")) {
+            *locked = 0;
+        } else {
+            if (c->n != 3)
+                return parse_fail(c, "usage: %s MIN_MHZ MAX_MHZ | none", key);
+            if (to_uint(c->toks[1], lo) || to_uint(c->toks[2], hi))
+                BAD();
+            if (*lo > *hi)
+                return parse_fail(c, "%s: MIN exceeds MAX", key);
+            *locked = 1;
+        }
     } else if (!strcmp(key, "mig")) {
         if (c->n != 2 && c->n != 3)
             return parse_fail(c, "usage: mig CURRENT [PENDING]");
@@ -875,7 +1180,354 @@ static nvmlReturn_t load_scenario(scenario_t *s)
 done:
     free(line);
     fclose(f);
-    return rc ? NVML_ERROR_UNKNOWN : NVML_SUCCESS;
+    if (rc)
+        return NVML_ERROR_UNKNOWN;
+    for (unsigned int i = 0; i < s->n_devices; i++)
+        reset_limit_history(&s->devices[i], s->devices[i].st.pl_enforced);
+    return NVML_SUCCESS;
+}
+
+/* ---------------------------------------------------------------- state file */
+
+#define STATE_ENV "FAKE_NVML_STATE"
+
+typedef struct {
+    int present; /* a `device N` line was read */
+    int has_pl, has_enf, has_sm, has_mem, has_since, has_energy;
+    unsigned int pl_current, pl_enforced;
+    int sm_locked, mem_locked;
+    unsigned int sm_min, sm_max, mem_min, mem_max;
+    long long since_sec; /* CLOCK_REALTIME of the last limit change, split for precision */
+    double since_frac;
+    double energy_j; /* E at that time (counter energy without the offset) */
+} dev_state_t;
+
+typedef struct {
+    int has_epoch; /* the start_epoch_s the energies were computed against */
+    long long epoch_sec;
+    double epoch_frac;
+    dev_state_t dev[MAX_DEVICES];
+} state_t;
+
+typedef struct {
+    int exists;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtim;
+} file_sig_t;
+
+static state_t g_mem_state;  /* the "driver's" settings: survive nvmlShutdown/nvmlInit */
+static int g_mem_state_valid;
+static state_t g_file_state; /* parse target for the state file */
+static file_sig_t g_state_sig; /* the state file as this process last read or wrote it */
+static int g_state_sig_valid;
+
+static const char *state_path(void)
+{
+    const char *p = getenv(STATE_ENV);
+    return p && *p ? p : NULL;
+}
+
+static file_sig_t file_sig(const char *path)
+{
+    file_sig_t sig;
+    struct stat sb;
+    memset(&sig, 0, sizeof sig);
+    if (stat(path, &sb) == 0) {
+        sig.exists = 1;
+        sig.dev = sb.st_dev;
+        sig.ino = sb.st_ino;
+        sig.size = sb.st_size;
+        sig.mtim = sb.st_mtim;
+    }
+    return sig;
+}
+
+static int sig_equal(const file_sig_t *a, const file_sig_t *b)
+{
+    if (a->exists != b->exists)
+        return 0;
+    return !a->exists || (a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+                          a->mtim.tv_sec == b->mtim.tv_sec && a->mtim.tv_nsec == b->mtim.tv_nsec);
+}
+
+static double rel_time(const scenario_t *s, long long sec, double frac)
+{
+    return (double)(sec - s->epoch_sec) + (frac - s->epoch_frac);
+}
+
+static void format_epoch(char *buf, size_t len, long long sec, double frac)
+{
+    double fl = floor(frac);
+    sec += (long long)fl;
+    long long ns = llround((frac - fl) * 1e9);
+    if (ns >= 1000000000LL) {
+        sec++;
+        ns -= 1000000000LL;
+    }
+    snprintf(buf, len, "%lld.%09lld", sec, ns);
+}
+
+static int parse_lock(parse_ctx *c, int *i, int *locked, unsigned int *lo, unsigned int *hi)
+{
+    const char *key = c->toks[*i];
+    if (*i + 1 < c->n && !strcmp(c->toks[*i + 1], "none")) {
+        *locked = 0;
+        *i += 2;
+        return 0;
+    }
+    if (*i + 2 >= c->n || to_uint(c->toks[*i + 1], lo) || to_uint(c->toks[*i + 2], hi) || *lo > *hi)
+        return parse_fail(c, "%s takes MIN_MHZ MAX_MHZ (MIN <= MAX) or none", key);
+    *locked = 1;
+    *i += 3;
+    return 0;
+}
+
+/* 0: read, 1: no such file, -1: unreadable or malformed (message on stderr) */
+static int read_state_file(const char *path, state_t *st)
+{
+    static parse_ctx ctx;
+    memset(st, 0, sizeof *st);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno == ENOENT)
+            return 1;
+        fprintf(stderr, "fake_nvml: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    parse_ctx *c = &ctx;
+    memset(c, 0, sizeof *c);
+    c->path = path;
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    while (!rc && getline(&line, &cap, f) >= 0) {
+        c->line++;
+        line[strcspn(line, "\r\n")] = '\0';
+        char *p = line + strspn(line, " \t");
+        if (!*p || *p == '#')
+            continue;
+        c->n = 0;
+        for (char *tok = strtok(p, " \t"); tok && c->n < 64; tok = strtok(NULL, " \t"))
+            c->toks[c->n++] = tok;
+        const char *key = c->toks[0];
+        if (!strcmp(key, "fake_nvml_state")) {
+            if (c->n != 2 || strcmp(c->toks[1], "1"))
+                rc = parse_fail(c, "unsupported state format (expected `fake_nvml_state 1`)");
+        } else if (!strcmp(key, "start_epoch_s")) {
+            if (c->n != 2 || to_epoch(c->toks[1], &st->epoch_sec, &st->epoch_frac))
+                rc = parse_fail(c, "bad start_epoch_s");
+            st->has_epoch = 1;
+        } else if (!strcmp(key, "device")) {
+            unsigned int index;
+            if (c->n < 2 || to_uint(c->toks[1], &index) || index >= MAX_DEVICES) {
+                rc = parse_fail(c, "usage: device INDEX KEY VALUE... (INDEX < %d)", MAX_DEVICES);
+                continue;
+            }
+            dev_state_t *ds = &st->dev[index];
+            ds->present = 1;
+            for (int i = 2; !rc && i < c->n;) {
+                const char *k = c->toks[i];
+                int more = i + 1 < c->n;
+                if (!strcmp(k, "power_limit_mw") || !strcmp(k, "enforced_power_limit_mw")) {
+                    int enf = k[0] == 'e';
+                    if (!more || to_uint(c->toks[i + 1], enf ? &ds->pl_enforced : &ds->pl_current))
+                        rc = parse_fail(c, "bad value for %s", k);
+                    *(enf ? &ds->has_enf : &ds->has_pl) = 1;
+                    i += 2;
+                } else if (!strcmp(k, "sm_locked")) {
+                    rc = parse_lock(c, &i, &ds->sm_locked, &ds->sm_min, &ds->sm_max);
+                    ds->has_sm = 1;
+                } else if (!strcmp(k, "mem_locked")) {
+                    rc = parse_lock(c, &i, &ds->mem_locked, &ds->mem_min, &ds->mem_max);
+                    ds->has_mem = 1;
+                } else if (!strcmp(k, "limit_since_epoch_s")) {
+                    if (!more || to_epoch(c->toks[i + 1], &ds->since_sec, &ds->since_frac))
+                        rc = parse_fail(c, "bad value for %s", k);
+                    ds->has_since = 1;
+                    i += 2;
+                } else if (!strcmp(k, "energy_at_since_j")) {
+                    if (!more || to_double(c->toks[i + 1], &ds->energy_j) || ds->energy_j < 0)
+                        rc = parse_fail(c, "bad value for %s", k);
+                    ds->has_energy = 1;
+                    i += 2;
+                } else {
+                    rc = parse_fail(c, "unknown state key '%s'", k);
+                }
+            }
+        } else {
+            rc = parse_fail(c, "unknown state keyword '%s'", key);
+        }
+    }
+    free(line);
+    fclose(f);
+    return rc ? -1 : 0;
+}
+
+/* the settings in `st` onto the devices of `s` (devices the file does not name keep theirs) */
+static void apply_state(scenario_t *s, const state_t *st)
+{
+    int epoch_match =
+        st->has_epoch && fabs(rel_time(s, st->epoch_sec, st->epoch_frac)) < 1e-6;
+    for (unsigned int i = 0; i < s->n_devices; i++) {
+        const dev_state_t *ds = &st->dev[i];
+        fake_device *d = &s->devices[i];
+        if (!ds->present)
+            continue;
+        if (ds->has_pl)
+            d->st.pl_current = ds->pl_current;
+        if (ds->has_pl || ds->has_enf) {
+            unsigned int enforced = ds->has_enf ? ds->pl_enforced : ds->pl_current;
+            if (ds->has_since)
+                push_limit(d, rel_time(s, ds->since_sec, ds->since_frac), enforced,
+                           ds->has_energy && epoch_match, ds->energy_j);
+            else
+                reset_limit_history(d, enforced);
+        }
+        if (ds->has_sm) {
+            d->st.sm_locked = ds->sm_locked;
+            d->st.sm_min = ds->sm_min;
+            d->st.sm_max = ds->sm_max;
+        }
+        if (ds->has_mem) {
+            d->st.mem_locked = ds->mem_locked;
+            d->st.mem_min = ds->mem_min;
+            d->st.mem_max = ds->mem_max;
+        }
+    }
+}
+
+static void snapshot_state(const scenario_t *s, state_t *st)
+{
+    memset(st, 0, sizeof *st);
+    st->has_epoch = 1;
+    st->epoch_sec = s->epoch_sec;
+    st->epoch_frac = s->epoch_frac;
+    for (unsigned int i = 0; i < s->n_devices; i++) {
+        const fake_device *d = &s->devices[i];
+        dev_state_t *ds = &st->dev[i];
+        const limit_seg_t *last = &d->st.segs[d->st.n_segs - 1];
+        ds->present = ds->has_pl = ds->has_enf = ds->has_sm = ds->has_mem = 1;
+        ds->pl_current = d->st.pl_current;
+        ds->pl_enforced = d->st.pl_enforced;
+        ds->sm_locked = d->st.sm_locked;
+        ds->sm_min = d->st.sm_min;
+        ds->sm_max = d->st.sm_max;
+        ds->mem_locked = d->st.mem_locked;
+        ds->mem_min = d->st.mem_min;
+        ds->mem_max = d->st.mem_max;
+        if (isfinite(last->start)) {
+            double total = s->epoch_frac + last->start, fl = floor(total);
+            ds->has_since = ds->has_energy = 1;
+            ds->since_sec = s->epoch_sec + (long long)fl;
+            ds->since_frac = total - fl;
+            ds->energy_j = last->energy_j;
+        }
+    }
+}
+
+/* write temp + rename; 0 on success, else -1 with a message on stderr */
+static int write_state_file(const char *path, const scenario_t *s, const state_t *st)
+{
+    char tmp[4096], buf[64];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "fake_nvml: cannot write %s: %s\n", tmp, strerror(errno));
+        return -1;
+    }
+    format_epoch(buf, sizeof buf, st->epoch_sec, st->epoch_frac);
+    fprintf(f, "# fake NVML state (format: tests/fakes/nvml/fake_nvml.c)\n"
+               "fake_nvml_state 1\nstart_epoch_s %s\n", buf);
+    for (unsigned int i = 0; i < s->n_devices; i++) {
+        const dev_state_t *ds = &st->dev[i];
+        fprintf(f, "device %u power_limit_mw %u enforced_power_limit_mw %u", i, ds->pl_current,
+                ds->pl_enforced);
+        if (ds->sm_locked)
+            fprintf(f, " sm_locked %u %u", ds->sm_min, ds->sm_max);
+        else
+            fprintf(f, " sm_locked none");
+        if (ds->mem_locked)
+            fprintf(f, " mem_locked %u %u", ds->mem_min, ds->mem_max);
+        else
+            fprintf(f, " mem_locked none");
+        if (ds->has_since) {
+            format_epoch(buf, sizeof buf, ds->since_sec, ds->since_frac);
+            fprintf(f, " limit_since_epoch_s %s energy_at_since_j %.17g", buf, ds->energy_j);
+        }
+        fputc('\n', f);
+    }
+    int bad = fflush(f) != 0 || ferror(f);
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        fprintf(stderr, "fake_nvml: cannot write %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* at init: the state file (if $FAKE_NVML_STATE is set) or this process's earlier settings */
+static nvmlReturn_t init_state(scenario_t *s)
+{
+    const char *path = state_path();
+    if (!path) {
+        if (g_mem_state_valid)
+            apply_state(s, &g_mem_state);
+        return NVML_SUCCESS;
+    }
+    g_state_sig = file_sig(path);
+    g_state_sig_valid = 1;
+    int r = read_state_file(path, &g_file_state);
+    if (r < 0)
+        return NVML_ERROR_UNKNOWN;
+    if (r == 0)
+        apply_state(s, &g_file_state);
+    return NVML_SUCCESS;
+}
+
+/* before a device call: pick up a state file another process rewrote since */
+static nvmlReturn_t sync_state(void)
+{
+    const char *path = state_path();
+    if (!path)
+        return NVML_SUCCESS;
+    file_sig_t sig = file_sig(path);
+    if (g_state_sig_valid && sig_equal(&sig, &g_state_sig))
+        return NVML_SUCCESS;
+    g_state_sig = sig;
+    g_state_sig_valid = 1;
+    if (!sig.exists)
+        return NVML_SUCCESS; /* removed: the settings stay as they are */
+    int r = read_state_file(path, &g_file_state);
+    if (r < 0)
+        return NVML_ERROR_UNKNOWN;
+    if (r == 0) {
+        apply_state(&g_cur, &g_file_state);
+        snapshot_state(&g_cur, &g_mem_state);
+        g_mem_state_valid = 1;
+    }
+    return NVML_SUCCESS;
+}
+
+/* after a setter changed d->st (previously `old`): remember it, rewrite the state file; if
+ * that fails the change is undone and the call returns NVML_ERROR_UNKNOWN */
+static nvmlReturn_t commit_settings(fake_device *d, const dev_settings_t *old)
+{
+    const char *path = state_path();
+    snapshot_state(&g_cur, &g_mem_state);
+    if (path) {
+        if (write_state_file(path, &g_cur, &g_mem_state)) {
+            d->st = *old;
+            snapshot_state(&g_cur, &g_mem_state);
+            return NVML_ERROR_UNKNOWN;
+        }
+        g_state_sig = file_sig(path);
+        g_state_sig_valid = 1;
+    }
+    g_mem_state_valid = 1;
+    return NVML_SUCCESS;
 }
 
 /* ----------------------------------------------------------- call scaffolding */
@@ -916,6 +1568,9 @@ static nvmlReturn_t dev_pre(const char *fn, nvmlDevice_t h, fake_device **out, d
     fake_device *d = lookup(h);
     if (!d)
         return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t rs = sync_state();
+    if (rs)
+        return rs;
     *t = now_rel(&g_cur);
     nvmlReturn_t r = find_error(g_cur.errors, g_cur.n_errors, fn, *t);
     if (!r)
@@ -968,6 +1623,8 @@ static nvmlReturn_t do_init(const char *fn)
         if (!r)
             r = find_error(g_next.errors, g_next.n_errors, "nvmlInit", t);
     }
+    if (!r)
+        r = init_state(&g_next);
     if (!r) {
         memcpy(&g_cur, &g_next, sizeof g_cur);
         g_refcount++;
@@ -1207,7 +1864,7 @@ NVML_API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCo
         case NVML_FI_DEV_POWER_MIN_LIMIT: v->value.uiVal = d->pl_min; break;
         case NVML_FI_DEV_POWER_MAX_LIMIT: v->value.uiVal = d->pl_max; break;
         case NVML_FI_DEV_POWER_DEFAULT_LIMIT: v->value.uiVal = d->pl_default; break;
-        case NVML_FI_DEV_POWER_CURRENT_LIMIT: v->value.uiVal = d->pl_current; break;
+        case NVML_FI_DEV_POWER_CURRENT_LIMIT: v->value.uiVal = d->st.pl_current; break;
         default: v->nvmlReturn = NVML_ERROR_NOT_SUPPORTED; break;
         }
     }
@@ -1219,7 +1876,7 @@ NVML_API nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t device, uns
     DEV_BEGIN("nvmlDeviceGetPowerManagementLimit");
     if (!limit)
         RET(NVML_ERROR_INVALID_ARGUMENT);
-    *limit = d->pl_current;
+    *limit = d->st.pl_current;
     RET(NVML_SUCCESS);
 }
 
@@ -1228,7 +1885,7 @@ NVML_API nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsig
     DEV_BEGIN("nvmlDeviceGetEnforcedPowerLimit");
     if (!limit)
         RET(NVML_ERROR_INVALID_ARGUMENT);
-    *limit = d->pl_enforced;
+    *limit = d->st.pl_enforced;
     RET(NVML_SUCCESS);
 }
 
@@ -1286,12 +1943,15 @@ NVML_API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t device, unsigned int t
     DEV_BEGIN("nvmlDeviceGetClockInfo");
     if (!clock)
         RET(NVML_ERROR_INVALID_ARGUMENT);
-    unsigned int sm = d->sm_clock;
+    /* locked clocks clamp the scripted clock; a throttle interval may still pull SM lower */
+    unsigned int sm = clamp_clock(d->sm_clock, d->st.sm_locked, d->st.sm_min, d->st.sm_max);
     throttle_mask(d, t, &sm);
     switch (type) {
     case NVML_CLOCK_GRAPHICS:
     case NVML_CLOCK_SM: *clock = sm; break;
-    case NVML_CLOCK_MEM: *clock = d->mem_clock; break;
+    case NVML_CLOCK_MEM:
+        *clock = clamp_clock(d->mem_clock, d->st.mem_locked, d->st.mem_min, d->st.mem_max);
+        break;
     case NVML_CLOCK_VIDEO: RET(NVML_ERROR_NOT_SUPPORTED);
     default: RET(NVML_ERROR_INVALID_ARGUMENT);
     }
@@ -1303,7 +1963,7 @@ static nvmlReturn_t clock_reasons(const char *fn, nvmlDevice_t device, unsigned 
     DEV_BEGIN(fn);
     if (!reasons)
         RET(NVML_ERROR_INVALID_ARGUMENT);
-    *reasons = throttle_mask(d, t, NULL);
+    *reasons = clock_event_mask(d, t);
     RET(NVML_SUCCESS);
 }
 NVML_API nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t device,
@@ -1315,6 +1975,132 @@ NVML_API nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t dev
                                                                 unsigned long long *reasons)
 {
     return clock_reasons("nvmlDeviceGetCurrentClocksThrottleReasons", device, reasons);
+}
+
+/* -------------------------------------------------------- power/clock control */
+
+NVML_API nvmlReturn_t nvmlDeviceSetPowerManagementLimit(nvmlDevice_t device, unsigned int limit)
+{
+    DEV_BEGIN("nvmlDeviceSetPowerManagementLimit");
+    if (!d->settable)
+        RET(NVML_ERROR_NO_PERMISSION);
+    if (limit < d->pl_min || limit > d->pl_max)
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    dev_settings_t old = d->st;
+    d->st.pl_current = limit;
+    push_limit(d, t, limit, 0, 0.0);
+    RET(commit_settings(d, &old));
+}
+
+static void clock_range(const unsigned int *list, int n, unsigned int *lo, unsigned int *hi)
+{
+    *lo = 0xffffffffu;
+    *hi = 0;
+    for (int i = 0; i < n; i++) {
+        *lo = list[i] < *lo ? list[i] : *lo;
+        *hi = list[i] > *hi ? list[i] : *hi;
+    }
+}
+
+static nvmlReturn_t set_locked(const char *fn, nvmlDevice_t device, int mem, unsigned int lo,
+                               unsigned int hi)
+{
+    DEV_BEGIN(fn);
+    if (!d->settable)
+        RET(NVML_ERROR_NO_PERMISSION);
+    unsigned int min_mhz, max_mhz;
+    if (mem)
+        clock_range(d->mem_clocks, d->n_mem_clocks, &min_mhz, &max_mhz);
+    else
+        clock_range(d->gfx_clocks, d->n_gfx_clocks, &min_mhz, &max_mhz);
+    if (lo > hi || lo < min_mhz || hi > max_mhz)
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    dev_settings_t old = d->st;
+    if (mem) {
+        d->st.mem_locked = 1;
+        d->st.mem_min = lo;
+        d->st.mem_max = hi;
+    } else {
+        d->st.sm_locked = 1;
+        d->st.sm_min = lo;
+        d->st.sm_max = hi;
+    }
+    RET(commit_settings(d, &old));
+}
+
+static nvmlReturn_t reset_locked(const char *fn, nvmlDevice_t device, int mem)
+{
+    DEV_BEGIN(fn);
+    if (!d->settable)
+        RET(NVML_ERROR_NO_PERMISSION);
+    dev_settings_t old = d->st;
+    *(mem ? &d->st.mem_locked : &d->st.sm_locked) = 0;
+    RET(commit_settings(d, &old));
+}
+
+NVML_API nvmlReturn_t nvmlDeviceSetGpuLockedClocks(nvmlDevice_t device, unsigned int minGpuClockMHz,
+                                                   unsigned int maxGpuClockMHz)
+{
+    return set_locked("nvmlDeviceSetGpuLockedClocks", device, 0, minGpuClockMHz, maxGpuClockMHz);
+}
+
+NVML_API nvmlReturn_t nvmlDeviceResetGpuLockedClocks(nvmlDevice_t device)
+{
+    return reset_locked("nvmlDeviceResetGpuLockedClocks", device, 0);
+}
+
+NVML_API nvmlReturn_t nvmlDeviceSetMemoryLockedClocks(nvmlDevice_t device,
+                                                      unsigned int minMemClockMHz,
+                                                      unsigned int maxMemClockMHz)
+{
+    return set_locked("nvmlDeviceSetMemoryLockedClocks", device, 1, minMemClockMHz, maxMemClockMHz);
+}
+
+NVML_API nvmlReturn_t nvmlDeviceResetMemoryLockedClocks(nvmlDevice_t device)
+{
+    return reset_locked("nvmlDeviceResetMemoryLockedClocks", device, 1);
+}
+
+/* NVML's size protocol: *count in = room in clocksMHz, out = entries needed / written */
+static nvmlReturn_t copy_clocks(unsigned int *count, unsigned int *out, const unsigned int *list,
+                                int n)
+{
+    if (!count)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (*count < (unsigned int)n) {
+        *count = (unsigned int)n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    if (!out && n > 0)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (n > 0)
+        memcpy(out, list, sizeof(unsigned int) * (size_t)n);
+    *count = (unsigned int)n;
+    return NVML_SUCCESS;
+}
+
+NVML_API nvmlReturn_t nvmlDeviceGetSupportedMemoryClocks(nvmlDevice_t device, unsigned int *count,
+                                                         unsigned int *clocksMHz)
+{
+    DEV_BEGIN("nvmlDeviceGetSupportedMemoryClocks");
+    RET(copy_clocks(count, clocksMHz, d->mem_clocks, d->n_mem_clocks));
+}
+
+NVML_API nvmlReturn_t nvmlDeviceGetSupportedGraphicsClocks(nvmlDevice_t device,
+                                                           unsigned int memoryClockMHz,
+                                                           unsigned int *count,
+                                                           unsigned int *clocksMHz)
+{
+    DEV_BEGIN("nvmlDeviceGetSupportedGraphicsClocks");
+    if (!count)
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    int known = 0;
+    for (int i = 0; i < d->n_mem_clocks; i++)
+        known |= d->mem_clocks[i] == memoryClockMHz;
+    if (!known) /* nvml.h: "NVML_ERROR_NOT_FOUND if the specified memoryClockMHz is not a
+                 * supported frequency" */
+        RET(NVML_ERROR_NOT_FOUND);
+    RET(copy_clocks(count, clocksMHz, d->gfx_clocks, d->n_gfx_clocks));
 }
 
 /* --------------------------------------------------------- memory and usage */
