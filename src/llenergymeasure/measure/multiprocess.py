@@ -17,6 +17,7 @@ from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.measure.aggregate import aggregate
 from llenergymeasure.measure.failure import RankFailed, classify, one_line
 from llenergymeasure.measure.progress import Progress
+from llenergymeasure.measure.protocol import OWN_GPUS_ENV
 from llenergymeasure.results.io import write_model_atomic, write_text_atomic
 from llenergymeasure.results.models import RunResult
 
@@ -43,9 +44,11 @@ def rank_env(config: ExperimentConfig, rank: int, world: int, port: int) -> dict
     if config.measurement.device == "cuda":
         gpus = visible.split(",") if visible else [str(i) for i in range(world)]
         env["CUDA_VISIBLE_DEVICES"] = gpus[rank]  # the rank meters (and uses) its GPU only
+        env[OWN_GPUS_ENV] = "1"
     elif config.measurement.meter == "nvml" and visible and len(visible.split(",")) >= world:
         # A CPU run metering GPUs: each GPU is metered (and idle-baselined) by one rank.
         env["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[rank::world])
+        env[OWN_GPUS_ENV] = "1"
     return env
 
 

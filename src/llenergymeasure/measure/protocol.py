@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -30,6 +31,7 @@ from llenergymeasure.results.models import (
 )
 
 log = logging.getLogger(__name__)
+OWN_GPUS_ENV = "LLEM_RANK_OWNS_GPUS"  # set by the launcher: this rank's GPUs are its own
 
 
 def _now() -> str:
@@ -98,7 +100,13 @@ def observe(
     progress.phase = "gpu_settings"
     try:
         uses_nvml = measurement.device == "cuda" or measurement.meter == "nvml"
-        gpu_record = gpu.enter_context(gpu_settings(config.settings.gpu, run_id(config), uses_nvml))
+        # GPUs shared by ranks are set (and restored) by rank 0 alone
+        owner = world == 1 or rank == 0 or os.environ.get(OWN_GPUS_ENV) == "1"
+        gpu_record = gpu.enter_context(
+            gpu_settings(
+                config.settings.gpu if owner else None, run_id(config), uses_nvml and owner
+            )
+        )
         setup = select_meter(measurement, world)
     except BaseException:
         gpu.close()
