@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,8 +13,11 @@ from rich.table import Table
 
 from llenergymeasure.errors import LlemError
 
+if TYPE_CHECKING:
+    from llenergymeasure.config.models import ExperimentConfig
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -86,7 +89,9 @@ def run(
     from pydantic import ValidationError
 
     from llenergymeasure.config.models import ExperimentConfig
+    from llenergymeasure.quiet import quiet_third_party
 
+    quiet_third_party()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         experiment = ExperimentConfig.model_validate_json(config.read_bytes())
@@ -102,6 +107,7 @@ def run(
     from llenergymeasure.measure.session import run as run_session
 
     progress = Progress()
+    err.print(_headline(experiment), highlight=False)
     try:
         with run_limits(experiment.measurement.max_run_s):
             if experiment.settings.processes > 1:
@@ -145,6 +151,18 @@ def run(
     )
 
 
+def _headline(run: ExperimentConfig) -> str:
+    """The first line of a run's log: what is measured, where, with which meter."""
+    from llenergymeasure.config.loader import run_id
+
+    s, m = run.settings, run.measurement
+    return (
+        f"{run_id(run)}: measuring {run.model.name} on {run.backend} ({m.device}), batch "
+        f"{s.batch_size}, {s.dtype}, {s.num_prompts} prompts x up to {s.max_new_tokens} new "
+        f"tokens, meter {m.meter}"
+    )
+
+
 @app.command("run-rank", hidden=True)
 def run_rank_command(
     config: Path,
@@ -157,7 +175,9 @@ def run_rank_command(
     from llenergymeasure.config.models import ExperimentConfig
     from llenergymeasure.measure.failure import terminate_on_sigterm
     from llenergymeasure.measure.multiprocess import run_rank
+    from llenergymeasure.quiet import quiet_third_party
 
+    quiet_third_party()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(name)s %(message)s")
     terminate_on_sigterm()  # the launcher's SIGTERM unwinds the rank: its GPU is restored
     experiment = ExperimentConfig.model_validate_json(config.read_bytes())

@@ -76,3 +76,11 @@ def test_every_declared_environment_exists_parses_and_is_pinned():
         packages = [p for p in pip if not p.startswith(("-", "--"))]
         assert packages and all("==" in p for p in packages), path.name
         assert any(p.startswith("-e ../") for p in pip), "installs this project"
+
+
+@pytest.mark.parametrize("campaign", [REPO / "config" / "config.yaml", *EXAMPLES[:1]])
+def test_snakemake_lint_is_clean(tmp_path, campaign):
+    result = snakemake(tmp_path, campaign, "--lint")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
+    assert "Lints for rule" not in result.stdout + result.stderr

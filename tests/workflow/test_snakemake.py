@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -220,3 +222,54 @@ def test_bad_campaign_fails_at_dry_run_with_one_line(tmp_path, change, expected)
     assert errors == [f"error: {campaign}: {expected}"] or expected in errors[0]
     assert str(campaign) in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_killed_workflow_resumes_after_unlock_and_keeps_what_finished(tmp_path, embedded_model):
+    campaign = write_campaign(
+        tmp_path / "campaign.yaml",
+        grid={"batch_size": [1, 2]},
+        order="grouped",
+        measurement={"meter": "none", "warmup_batches": 0, "baseline_s": 0, "min_window_s": 6},
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+        "--directory", str(tmp_path), "--configfile", str(campaign), "--cores", "2",
+        "--resources", "device_slot=1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    runs = tmp_path / "results/wf/runs"
+    logs = tmp_path / "results/wf/logs/measure"
+    deadline = time.monotonic() + 300
+    first = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = list(runs.glob("*/result.json"))
+        running = [p for p in logs.glob("*.log") if "window:" in p.read_text()] if done else []
+        if done and any(p.stem != done[0].parent.name for p in running):
+            first = done[0]
+            break
+        time.sleep(0.2)
+    assert first is not None, "the second run never reached its window"
+    os.killpg(proc.pid, signal.SIGKILL)  # the workflow and its running job, as a lost node
+    proc.wait()
+    kept = first.stat().st_mtime_ns
+
+    refused = snakemake(tmp_path, campaign, "--rerun-incomplete")
+    assert refused.returncode != 0 and "lock" in (refused.stdout + refused.stderr).lower()
+    assert snakemake(tmp_path, campaign, "--unlock").returncode == 0
+    resumed = snakemake(tmp_path, campaign, "--rerun-incomplete")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert first.stat().st_mtime_ns == kept, "the finished run was not redone"
+    results = sorted(runs.glob("*/result.json"))
+    assert len(results) == 2
+    assert all(json.loads(p.read_text())["status"] == "succeeded" for p in results)
+    assert not [p for p in (tmp_path / "results").rglob("*") if p.name.startswith(".")], (
+        "no half-written (temporary) file remains"
+    )
+    assert len(pd.read_parquet(tmp_path / "results/wf/tables/runs.parquet")) == 2

@@ -6,5 +6,7 @@ rule prepare_model:
         f"{prepared_path('{alias}')}/config.json",
     log:
         "resources/logs/prepare_model/{alias}.log",
+    conda:
+        "../../envs/transformers.yaml"
     shell:
         "llem prepare-model {wildcards.alias} $(dirname {output}) > {log} 2>&1"

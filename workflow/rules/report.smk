@@ -17,10 +17,10 @@ rule provenance:
 
 rule figures:
     input:
-        f"{OUT}/tables/summary.parquet",
-        f"{OUT}/tables/runs.parquet",
-        f"{OUT}/tables/latency.parquet",
-        f"{OUT}/tables/timeseries.parquet",
+        summary=f"{OUT}/tables/summary.parquet",
+        runs=f"{OUT}/tables/runs.parquet",
+        latency=f"{OUT}/tables/latency.parquet",
+        timeseries=f"{OUT}/tables/timeseries.parquet",
     output:
         **{
             name: report(
@@ -35,7 +35,8 @@ rule figures:
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "llem figures $(dirname {input[0]}) --out-dir $(dirname {output[0]}) > {log} 2>&1"
+        "llem figures $(dirname {input.summary}) --out-dir $(dirname {output.energy_vs_batch})"
+        " > {log} 2>&1"
 
 
 rule summary_md:

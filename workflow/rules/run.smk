@@ -8,6 +8,8 @@ rule resolve:
         campaign=CAMPAIGN_FILE,
     log:
         f"{OUT}/logs/resolve/{{run_id}}.log",
+    conda:
+        "../../envs/analysis.yaml"
     shell:
         "llem resolve {params.campaign} {wildcards.run_id} {output} > {log} 2>&1"
 
@@ -21,6 +23,8 @@ rule flops_profile:
         model=lambda wildcards: MODELS[wildcards.model_slug].path,
     log:
         f"{OUT}/logs/flops/{{model_slug}}.log",
+    conda:
+        "../../envs/transformers.yaml"
     shell:
         "llem flops-profile {params.model} {output} > {log} 2>&1"
 

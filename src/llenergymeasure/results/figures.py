@@ -223,26 +223,58 @@ def latency_distributions(
     _save(fig, path, footnote)
 
 
-def power_timeline(
-    timeseries: pd.DataFrame, runs: pd.DataFrame, path: Path, footnote: str = ""
+def request_timeline(
+    latency: pd.DataFrame, runs: pd.DataFrame, path: Path, footnote: str = ""
 ) -> None:
-    """One run's power per device over time, with baseline and window marked."""
+    """Without power samples: one run's requests over its first pass (queue, TTFT, tokens)."""
+    methods = ", ".join(sorted({str(m) for m in runs["energy_method"].dropna()})) or "none"
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    measured = latency.dropna(subset=["latency_s"])
+    measured = measured[measured["pass_index"].fillna(0) == 0]
+    if measured.empty:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "No power timeline and no request measured.", ha="center")
+        _save(fig, path, footnote)
+        return
+    run_id = measured["run_id"].iloc[0]
+    one = measured[measured.run_id == run_id].sort_values("request_index")
+    for y, (_, r) in enumerate(one.iterrows()):
+        submit = float(r["queue_s"])
+        ax.plot([0, submit], [y, y], color="0.75", linewidth=2)  # waiting for its batch
+        ax.plot([submit, float(r["ttft_s"])], [y, y], color="0.45", linewidth=4)  # prefill
+        ax.plot([float(r["ttft_s"]), float(r["latency_s"])], [y, y], color="0.0", linewidth=4)
+    ax.plot([], [], color="0.75", linewidth=2, label="queued (arrival to hand-over)")
+    ax.plot([], [], color="0.45", linewidth=4, label="to first token")
+    ax.plot([], [], color="0.0", linewidth=4, label="generating (first to last token)")
+    ax.set_xlabel("time since the requests arrived (s)")
+    ax.set_ylabel("request")
+    ax.set_title(
+        f"{run_id}: requests of its first pass. No power timeline here: the energy source "
+        f"({methods}) has no power samples (meter nvml or rapl on hardware gives one)",
+        fontsize=8,
+        wrap=True,
+    )
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path, footnote)
+
+
+def power_timeline(
+    timeseries: pd.DataFrame,
+    runs: pd.DataFrame,
+    latency: pd.DataFrame,
+    path: Path,
+    footnote: str = "",
+) -> None:
+    """One run's power per device over time, with baseline and window marked.
+
+    Where no run has power samples, the requests of one run instead (`request_timeline`).
+    """
     fig, ax = plt.subplots(figsize=(7, 3.5))
     with_power = timeseries.dropna(subset=["power_w"])
     if with_power.empty:
-        methods = ", ".join(sorted({str(m) for m in runs["energy_method"].dropna()})) or "none"
-        ax.text(
-            0.5,
-            0.5,
-            f"No power timeline: the energy source ({methods}) has no power "
-            "samples.\nUse meter nvml or rapl on hardware that has counters.",
-            ha="center",
-            va="center",
-            fontsize=9,
-            transform=ax.transAxes,
-        )
-        ax.set_axis_off()
-        _save(fig, path, footnote)
+        plt.close(fig)
+        request_timeline(latency, runs, path, footnote)
         return
     run_id = with_power["run_id"].iloc[0]
     one = with_power[with_power.run_id == run_id]
@@ -306,7 +338,7 @@ def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
     energy_vs_batch(summary, paths["energy_vs_batch"], footnote)
     throughput_vs_energy(summary, paths["throughput_vs_energy"], footnote)
     latency_distributions(latency, runs, paths["latency_distributions"], footnote)
-    power_timeline(timeseries, runs, paths["power_timeline"], footnote)
+    power_timeline(timeseries, runs, latency, paths["power_timeline"], footnote)
     if summary["power_limit_w"].notna().any():
         paths["energy_vs_power_limit"] = out_dir / "energy_vs_power_limit.png"
         energy_vs_power_limit(summary, paths["energy_vs_power_limit"], footnote)

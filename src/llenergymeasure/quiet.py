@@ -1,0 +1,31 @@
+"""Third-party noise that does not concern a run, switched off at its source."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _rocm_present() -> bool:
+    roots = [os.environ.get("ROCM_PATH", ""), "/opt/rocm"]
+    return any((Path(root) / "lib" / "libamd_smi.so").exists() for root in roots if root)
+
+
+def quiet_third_party() -> None:
+    """Silence what is not ours to show; our own log lines and real errors stay.
+
+    - AMD's `amdsmi` (installed with Zeus) prints "libamd_smi.so not found" when imported on a
+      host without ROCm, and CodeCarbon then warns "AMD GPU detected": without ROCm's library
+      it is not imported at all (CodeCarbon and vLLM treat that as "no AMD GPU").
+    - torchao's optional CUDA kernels ("Failed to load _C_mxfp8...") and torch's pytree
+      registration notices are logged at WARNING: raised to ERROR.
+    - Progress bars of weight loading are off (they fill log files with carriage returns).
+    """
+    if not _rocm_present():
+        sys.modules.setdefault("amdsmi", None)  # type: ignore[arg-type]
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
