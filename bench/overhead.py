@@ -99,8 +99,13 @@ def vllm_bench(rounds: int) -> None:
     ours = VllmBackend(config)
     ours.load()
     prompts = ours.prepare_prompts()
-    bare = LLM(
-        model=config.model.path, dtype=SETTINGS["dtype"], max_num_seqs=4, enforce_eager=True, seed=0
+    bare = LLM(  # like ours: no prefix caching (llem's default), so no round is served from cache
+        model=config.model.path,
+        dtype=SETTINGS["dtype"],
+        max_num_seqs=4,
+        enforce_eager=True,
+        enable_prefix_caching=False,
+        seed=0,
     )
     params = SamplingParams(temperature=0.0, max_tokens=32, min_tokens=32)
     inputs = [{"prompt_token_ids": list(p.token_ids)} for p in prompts]

@@ -50,7 +50,10 @@ def two_rank_config(campaign, **measurement):
 def test_each_rank_meters_its_own_gpu_against_its_own_baseline(
     tmp_path, campaign, embedded_model, fake_nvml_env
 ):
-    config = two_rank_config(campaign, pue=PUE, carbon_intensity_g_per_kwh=INTENSITY_G_PER_KWH)
+    # 3 s windows: a few ms between a sample's timestamp and its counter read stay << 0.5 %
+    config = two_rank_config(
+        campaign, pue=PUE, carbon_intensity_g_per_kwh=INTENSITY_G_PER_KWH, min_window_s=3
+    )
     # Power climbs steadily, so idle (measured first) is below the window's mean power.
     scenario = FakeScenario(
         devices=[
@@ -102,7 +105,7 @@ def test_each_rank_meters_its_own_gpu_against_its_own_baseline(
 
 
 def test_two_ranks_sharing_a_gpu_count_it_once(tmp_path, campaign, embedded_model, fake_nvml_env):
-    config = two_rank_config(campaign, baseline_s=0.5, cooldown_max_s=0)
+    config = two_rank_config(campaign, baseline_s=0.5, cooldown_max_s=0, min_window_s=3)
     scenario = FakeScenario(devices=[FakeDevice(power_w=[(0, 100.0), (60, 250.0)])])
     result = llem_run(config, tmp_path, fake_nvml_env(scenario))
     out = tmp_path / "run"
@@ -143,12 +146,8 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def test_a_killed_rank_stops_the_others_and_fails_the_run_with_its_error(
-    tmp_path, campaign, embedded_model
-):
-    # Without the launcher's watch, rank 0 would wait for the dead rank at its next barrier
-    # (gloo's default timeout is 30 minutes).
-    config = two_rank_config(campaign, meter="none", baseline_s=0, rank_grace_s=5)
+def launch_two_ranks(config, tmp_path) -> tuple[subprocess.Popen, int]:
+    """`llem run` of a 2-rank config in the background, and rank 1's pid once it exists."""
     path = tmp_path / "config.json"
     path.write_text(config.model_dump_json())
     launcher = subprocess.Popen(
@@ -158,12 +157,23 @@ def test_a_killed_rank_stops_the_others_and_fails_the_run_with_its_error(
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    rank1 = None
     deadline = time.monotonic() + 120
-    while rank1 is None and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         rank1 = next((p for p in _children(launcher.pid) if "--rank 1" in _cmdline(p)), None)
+        if rank1 is not None:
+            return launcher, rank1
         time.sleep(0.2)
-    assert rank1 is not None, "rank 1 never started"
+    launcher.kill()
+    pytest.fail("rank 1 never started")
+
+
+def test_a_killed_rank_stops_the_others_and_fails_the_run_with_its_error(
+    tmp_path, campaign, embedded_model
+):
+    # Without the launcher's watch, rank 0 would wait for the dead rank at its next barrier
+    # (gloo's default timeout is 30 minutes).
+    config = two_rank_config(campaign, meter="none", baseline_s=0, rank_grace_s=5)
+    launcher, rank1 = launch_two_ranks(config, tmp_path)
     time.sleep(3.0)  # both ranks are importing or loading: inside the run
     os.kill(rank1, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -180,21 +190,7 @@ def test_a_rank_that_never_reaches_its_barrier_is_stopped_at_max_run_s(
     tmp_path, campaign, embedded_model
 ):
     config = two_rank_config(campaign, meter="none", baseline_s=0, max_run_s=25)
-    path = tmp_path / "config.json"
-    path.write_text(config.model_dump_json())
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "llenergymeasure", "run", str(path), "--out", str(tmp_path / "r")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    rank1 = None
-    deadline = time.monotonic() + 60
-    while rank1 is None and time.monotonic() < deadline:
-        rank1 = next((p for p in _children(launcher.pid) if "--rank 1" in _cmdline(p)), None)
-        time.sleep(0.2)
-    assert rank1 is not None, "rank 1 never started"
+    launcher, rank1 = launch_two_ranks(config, tmp_path)
     os.kill(rank1, signal.SIGSTOP)  # hangs: alive, but never reaches the barrier
     _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, stderr[-3000:]
