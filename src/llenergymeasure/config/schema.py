@@ -12,6 +12,7 @@ from pydantic_core import PydanticUndefined
 from llenergymeasure.config.models import (
     AnalysisConfig,
     Campaign,
+    GpuSettings,
     Grid,
     MeasurementConfig,
     PromptsConfig,
@@ -26,6 +27,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("Campaign (top level)", Campaign),
     ("`settings` (and `experiments[]` entries)", Settings),
     ("`settings.vllm` (vllm backend only)", VllmSettings),
+    ("`settings.gpu` (GPU power limit and locked clocks; restored after the run)", GpuSettings),
     ("`grid`", Grid),
     ("`prompts`", PromptsConfig),
     ("`measurement`", MeasurementConfig),
