@@ -130,3 +130,38 @@ def test_hash_of_a_result_config_equals_the_hash_of_the_model(campaign):
     run = next(iter(plan_campaign(campaign, "c.yaml").runs.values()))
     as_json = json.loads(run.model_dump_json())
     assert hash_config_data(as_json) == config_hash(run)
+
+
+def gpu_campaign(campaign, gpu, **measurement):
+    return {**campaign, "grid": {"gpu": gpu}, "measurement": {"device": "cuda", **measurement}}
+
+
+def test_gpu_settings_sweep_are_part_of_the_run_id(campaign):
+    runs = plan_campaign(
+        gpu_campaign(campaign, [{"power_limit_w": 200}, {"power_limit_w": 300}]), "c.yaml"
+    ).runs
+    assert len(runs) == 2
+    assert sorted(r.settings.gpu.power_limit_w for r in runs.values()) == [200, 300]
+    empty = plan_campaign(gpu_campaign(campaign, [{}]), "c.yaml").runs
+    plain = plan_campaign({**campaign, "grid": {}, "measurement": {"device": "cuda"}}, "c.yaml")
+    assert list(empty) == list(plain.runs), "an empty settings.gpu is the same run as none"
+
+
+def test_operational_bounds_are_not_part_of_the_run_id(campaign):
+    base = plan_campaign(campaign, "c.yaml").runs
+    bounded = {**campaign, "measurement": {**campaign["measurement"], "max_run_s": 60}}
+    assert list(plan_campaign(bounded, "c.yaml").runs) == list(base)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "measurement", "key", "reason"),
+    [
+        ({"power_limit_w": -5}, {}, "grid.gpu.0.power_limit_w", "greater than 0"),
+        ({"sm_clocks_mhz": [1400, 900]}, {}, "grid.gpu.0", "min 1400 exceeds max 900"),
+        ({"power_limit_w": 200}, {"device": "cpu"}, "settings.gpu", "needs measurement.device"),
+    ],
+)
+def test_bad_gpu_settings_fail_at_planning_with_the_key(campaign, gpu, measurement, key, reason):
+    with pytest.raises(ConfigError) as error:
+        plan_campaign(gpu_campaign(campaign, [gpu], **measurement), "c.yaml")
+    assert error.value.key.startswith(key) and reason in error.value.reason

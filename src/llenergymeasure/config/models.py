@@ -72,9 +72,7 @@ class VllmSettings(StrictModel):
         return self
 
 
-ClockRange = (
-    Annotated[int, Field(ge=1)] | tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
-)
+ClockRange = int | tuple[int, int]
 
 
 class GpuSettings(StrictModel):
@@ -101,9 +99,11 @@ class GpuSettings(StrictModel):
     @model_validator(mode="after")
     def _check_ranges(self) -> GpuSettings:
         for name in ("sm_clocks_mhz", "memory_clocks_mhz"):
-            value = getattr(self, name)
-            if isinstance(value, tuple) and value[0] > value[1]:
-                raise ValueError(f"{name}: min {value[0]} exceeds max {value[1]}")
+            low, high = clock_range(getattr(self, name)) or (1, 1)
+            if low < 1:
+                raise ValueError(f"{name}: clocks are positive MHz, not {low}")
+            if low > high:
+                raise ValueError(f"{name}: min {low} exceeds max {high}")
         return self
 
     def is_empty(self) -> bool:
