@@ -187,6 +187,14 @@ def test_a_failed_run_is_a_row_and_the_campaign_still_gets_its_tables(tmp_path, 
     report = snakemake(tmp_path, campaign, "--report", str(out / "report.html"))
     assert report.returncode == 0, report.stderr[-2000:]
 
+    shown = subprocess.run(
+        [sys.executable, "-m", "llenergymeasure", "show", str(out / "tables/runs.parquet")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "engine_error" in shown
+
     assert planned_jobs(snakemake(tmp_path, campaign, "-n").stdout).get("measure", 0) == 0
     retry = subprocess.run(
         [sys.executable, "-m", "llenergymeasure", "retry", str(out), "--class", "engine_error"],

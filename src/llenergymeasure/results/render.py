@@ -16,6 +16,7 @@ RUN_COLUMNS = {
     "dtype": "dtype",
     "quantization": "quant",
     "repeat": "rep",
+    "failure_class": "failed",
     "output_tokens": "out tok",
     "output_tokens_per_s": "tok/s",
     "ttft_median_s": "TTFT p50 s",
@@ -48,6 +49,13 @@ def cell(value: object) -> str:
     return "null" if value is None else str(value)
 
 
+def _cell(row: pd.Series, column: str) -> str:
+    if column == "failure_class":  # a succeeded run has no failure: not "null"
+        value = row.get(column)
+        return "-" if value is None or pd.isna(value) else str(value)
+    return cell(row.get(column))
+
+
 def table_view(frame: pd.DataFrame, title: str) -> Table:
     """runs.parquet or summary.parquet as a table."""
     columns = SUMMARY_COLUMNS if "repeats" in frame.columns else RUN_COLUMNS
@@ -55,7 +63,7 @@ def table_view(frame: pd.DataFrame, title: str) -> Table:
     for name in columns.values():
         table.add_column(name, justify="right")
     for _, row in frame.iterrows():
-        table.add_row(*[cell(row.get(c)) for c in columns])
+        table.add_row(*[_cell(row, c) for c in columns])
     return table
 
 
