@@ -24,6 +24,7 @@ __all__ = [
     "ArchitectureError",
     "ParameterCounts",
     "calflops_result",
+    "null_flops",
     "run_flops",
     "text_config",
 ]
@@ -49,6 +50,19 @@ def _null(method: Method, precision: str, reason: str) -> FlopsResult:
     )
 
 
+def null_flops(reason: str, compute_precision: str) -> Flops:
+    """No FLOP count at all, by any method, and why (alternatives keep their places)."""
+    return Flops(
+        primary=_null("architecture", compute_precision, reason),
+        alternatives=[
+            _null("calflops", compute_precision, f"no architecture count to scale ({reason})"),
+            # A transformer formula would misstate what it could not read (e.g. a
+            # state-space model): no estimate rather than a wrong one.
+            _null("parameter_estimate", compute_precision, f"no parameter count ({reason})"),
+        ],
+    )
+
+
 def run_flops(
     model_config: Any,
     requests: Sequence[RequestResult],
@@ -68,16 +82,7 @@ def run_flops(
         square_flops = arch.generation(shapes, causal=False)
         notes = arch.describe()
     except Exception as e:  # a run is never lost to its FLOPs: null with the reason
-        reason = f"cannot read the model architecture: {_reason(e)}"
-        return Flops(
-            primary=_null("architecture", compute_precision, reason),
-            alternatives=[
-                _null("calflops", compute_precision, f"no architecture count to scale ({reason})"),
-                # A transformer formula would misstate what it could not read (e.g. a
-                # state-space model): no estimate rather than a wrong one.
-                _null("parameter_estimate", compute_precision, f"no parameter count ({reason})"),
-            ],
-        )
+        return null_flops(f"cannot read the model architecture: {_reason(e)}", compute_precision)
     if text_config(model_config) is not model_config:
         notes.append("text decoder of a composite config: vision/audio encoders not counted")
     scope = "useful work over real tokens: no padding, no tokens after EOS in a static batch"

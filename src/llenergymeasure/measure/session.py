@@ -16,7 +16,7 @@ from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.measure.efficiency import normalised_metrics
 from llenergymeasure.measure.energy import adjust_for_idle, with_facility
-from llenergymeasure.measure.flops import run_flops
+from llenergymeasure.measure.flops import null_flops, run_flops
 from llenergymeasure.measure.latency import latency_summary, request_result
 from llenergymeasure.measure.precision import precision_for
 from llenergymeasure.measure.progress import Progress
@@ -27,7 +27,6 @@ from llenergymeasure.results.models import (
     CacheRecord,
     Energy,
     Flops,
-    FlopsResult,
     Memory,
     PrecisionMetadata,
     RequestResult,
@@ -184,23 +183,15 @@ def _guarded_flops(
     precision: PrecisionMetadata,
     calflops_profile: Path | None,
 ) -> Flops:
-    """FLOPs of the run, or null with the reason: counting never costs the measured run."""
-    reason = None if config_error is None else f"the model config could not be read: {config_error}"
-    if reason is None:
-        try:
-            return run_flops(model_config, requests, precision.compute, calflops_profile)
-        except Exception as e:  # noqa: BLE001 - any failure of the count becomes its reason
-            reason = f"FLOPs could not be counted: {type(e).__name__}: {e}"
+    """FLOPs of the run, or null with the reason: counting never costs the measured run.
+
+    `run_flops` itself never raises; this adds the case where the config was not readable.
+    """
+    if config_error is None:
+        return run_flops(model_config, requests, precision.compute, calflops_profile)
+    reason = f"the model config could not be read: {config_error}"
     log.warning("%s", reason)
-    return Flops(
-        primary=FlopsResult(
-            value=None,
-            method="architecture",
-            confidence=None,
-            precision=precision.compute,
-            null_reason=reason,
-        )
-    )
+    return null_flops(reason, precision.compute)
 
 
 def _gap(gap_s: float) -> None:

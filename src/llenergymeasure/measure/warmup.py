@@ -44,6 +44,7 @@ def warm_up(
     adaptive = maximum > minimum
     batch = list(prompts[: min(batch_size, len(prompts))])
     per_token_s: list[float] = []
+    batches = 0
     cv: float | None = None
     converged: bool | None = None
     start_s = time.perf_counter()
@@ -51,12 +52,14 @@ def warm_up(
         t0 = time.perf_counter()
         timings = backend.run(batch, offline=True)
         elapsed_s = time.perf_counter() - t0
+        batches += 1
         tokens = sum(len(t.token_times_s) for t in timings)
-        per_token_s.append(elapsed_s / tokens if tokens else elapsed_s)
+        if tokens:  # a batch that yields no token has no time per token: not judged
+            per_token_s.append(elapsed_s / tokens)
         if adaptive and len(per_token_s) >= k:
             cv = coefficient_of_variation(per_token_s[-k:])
             converged = cv is not None and cv < threshold
-            if converged and len(per_token_s) >= minimum:
+            if converged and batches >= minimum:
                 break
     if not adaptive:
         note = f"fixed count of {minimum} batches: stability not judged"
@@ -67,7 +70,7 @@ def warm_up(
     else:
         note = f"not stable after {maximum} batches (CV {cv:.3f} >= {threshold}): window follows"
     return Warmup(
-        batches=len(per_token_s),
+        batches=batches,
         duration_s=time.perf_counter() - start_s,
         converged=converged if adaptive else None,
         final_cv=cv,

@@ -294,7 +294,9 @@ class Warmup(ResultModel):
     cv_threshold: float
     cv_batches: int
     batch_s_per_token: list[float] = Field(
-        [], description="Each warmup batch's wall time per output token."
+        [],
+        description="Each warmup batch's wall time per output token (batches that yielded "
+        "no token have none and are not judged).",
     )
     note: str | None = None
 
