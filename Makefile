@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test bench plan clean-results
+.PHONY: setup demo test bench plan images images-gpu clean-results
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,15 @@ bench: setup
 	python bench/overhead.py all
 	python bench/sampler_overhead.py
 	python bench/tables.py
+
+# The CPU transformers image, llenergymeasure-transformers:<version>-cpu: its base made from
+# Debian's archive (mmdebstrap), every wheel from the package registry: no image registry.
+images: setup
+	llem image-build transformers --variant cpu --local-base
+
+# The GPU images, from the vendors' images (needs their registries; run on a GPU host).
+images-gpu: setup
+	for backend in transformers vllm tensorrt; do llem image-build $$backend --variant gpu || exit 1; done
 
 clean-results:
 	rm -rf results/demo

@@ -106,6 +106,17 @@ def run(
     from llenergymeasure.measure.progress import Progress
     from llenergymeasure.measure.session import run as run_session
 
+    if experiment.container is not None:
+        code = _in_container(
+            experiment,
+            config,
+            out,
+            baseline_cache=baseline_cache,
+            flops_profile=flops_profile,
+            log=log,
+        )
+        if code is not None:
+            raise typer.Exit(code)
     progress = Progress()
     err.print(_headline(experiment), highlight=False)
     try:
@@ -149,6 +160,42 @@ def run(
         f"{result.throughput.output_tokens_per_s:.1f} tok/s, energy {energy_text}",
         highlight=False,
     )
+
+
+def _in_container(
+    experiment: ExperimentConfig,
+    config: Path,
+    out: Path,
+    *,
+    baseline_cache: Path | None,
+    flops_profile: Path | None,
+    log: Path | None,
+) -> int | None:
+    """Start the run inside its image (podman/docker); None when it already is inside one."""
+    from llenergymeasure.containers.launch import record_failure, run_in_container
+    from llenergymeasure.environment import inside_container
+    from llenergymeasure.errors import ContainerError
+
+    spec = experiment.container
+    if spec is None or inside_container() is not None:
+        return None
+    if spec.runtime == "apptainer":
+        return record_failure(
+            experiment,
+            ContainerError(
+                f"{config}: the campaign runs in apptainer (containers.runtime) but this job "
+                "is not inside a container: run snakemake with --software-deployment-method "
+                "apptainer (profiles/slurm-apptainer)"
+            ),
+            out,
+            log,
+        )
+    options = [("--baseline-cache", baseline_cache), ("--flops-profile", flops_profile)]
+    inner = ["llem", "run", str(config), "--out", str(out)]
+    inner += [arg for name, value in options if value for arg in (name, str(value))]
+    inner += ["--log", str(log)] if log else []
+    paths = [p for p in (config, out, baseline_cache, flops_profile, log) if p is not None]
+    return run_in_container(experiment, inner, paths, out, log)
 
 
 def _headline(run: ExperimentConfig) -> str:
@@ -228,9 +275,13 @@ def doctor(
     restore: Annotated[
         bool, typer.Option(help="Restore GPU settings a killed run left behind, then report.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list, for scripts.")] = False,
 ) -> None:
     """Print what can be measured on this host, and why not where it cannot."""
     from llenergymeasure.doctor import probe_all
+    from llenergymeasure.quiet import quiet_third_party
+
+    quiet_third_party()
 
     if restore:
         from llenergymeasure.devices.gpu_control import restore_dir, restore_leftovers
@@ -243,6 +294,12 @@ def doctor(
             out.print(f"restored {line}", highlight=False)
         out.print(f"{len(restored)} GPUs restored from {restore_dir()}", highlight=False)
 
+    if as_json:
+        import json
+
+        rows = [{"source": s, "available": ok, "detail": d} for s, ok, d in probe_all()]
+        print(json.dumps(rows))
+        return
     table = Table(title="llem doctor: energy sources on this host")
     for column in ("source", "available", "devices / reason"):
         table.add_column(column)
@@ -323,6 +380,27 @@ def summary_md(
         provenance_file,
     )
     write_text_atomic(out, text)
+
+
+@app.command("image-build")
+def image_build(
+    backend: Annotated[str, typer.Argument(help="transformers | vllm | tensorrt")],
+    variant: Annotated[str, typer.Option(help="cpu (builds here) or gpu (vendor base)")] = "gpu",
+    runtime: Annotated[str, typer.Option(help="podman or docker")] = "podman",
+    local_base: Annotated[
+        bool, typer.Option(help="Make the Debian base with mmdebstrap (no image registry).")
+    ] = False,
+) -> None:
+    """Build `llenergymeasure-<backend>:<version>[-cpu]` from envs/ (run at the project root)."""
+    from llenergymeasure.containers.build import build_image
+
+    if variant not in ("cpu", "gpu") or runtime not in ("podman", "docker"):
+        _fail(LlemError(f"--variant {variant!r} / --runtime {runtime!r}: cpu|gpu, podman|docker"))
+    try:
+        image = build_image(backend, variant=variant, runtime=runtime, use_local_base=local_base)
+    except LlemError as e:
+        _fail(e)
+    out.print(f"{image.reference} {image.image_id} {image.digest or '(no digest)'}")
 
 
 @app.command("flops-profile")

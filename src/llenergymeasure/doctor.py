@@ -50,6 +50,7 @@ def probe_all() -> list[tuple[str, bool, str]]:
         )
     except ImportError as e:
         rows.append(("vllm backend", False, f"vllm is not importable: {e}"))
+    rows.append(_container_row())
     try:
         import torch
 
@@ -58,3 +59,20 @@ def probe_all() -> list[tuple[str, bool, str]]:
     except ImportError:
         rows.append(("torch CUDA", False, "torch is not installed"))
     return rows
+
+
+def _container_row() -> tuple[str, bool, str]:
+    """Where this process runs (host or a campaign's image), and the runtimes found here."""
+    import shutil
+
+    from llenergymeasure.environment import container_record
+
+    record = container_record()
+    if record["runtime"] != "none":
+        return ("container", True, f"inside {record['image']} ({record['runtime']})")
+    found = [name for name in ("podman", "docker", "apptainer") if shutil.which(name)]
+    where = "on the host"
+    if record["marker"]:
+        where += f" (itself a {record['marker']} container)"
+    runtimes = ", ".join(found) if found else "none found (containers.runtime: none only)"
+    return ("container", bool(found), f"{where}; runtimes: {runtimes}")

@@ -38,3 +38,7 @@ class ArchitectureError(LlemError):
 
 class DeviceSettingError(LlemError):
     """A GPU setting (power limit, locked clocks) is outside the device's range or not allowed."""
+
+
+class ContainerError(LlemError):
+    """A run's container could not start: runtime or image missing, GPUs not passed through."""

@@ -95,4 +95,5 @@ def test_rooms_import_downwards_only():
     rooms = rooms_graph(import_graph())
     assert cycles(rooms) == [], rooms
     assert "measure" not in rooms["devices"] | rooms["backends"] | rooms["results"]
-    assert rooms["config"] <= {"embedded", "errors"}
+    assert rooms["config"] <= {"__init__", "embedded", "errors"}  # __init__: the version
+    assert {r for r, targets in rooms.items() if "containers" in targets} <= {"cli"}

@@ -2,7 +2,7 @@
 import sys
 
 from llenergymeasure.config import RUN_ID_PATTERN, load_campaign, model_slug
-from llenergymeasure.config.loader import figure_names, gpus_needed
+from llenergymeasure.config.loader import container_lines, figure_names, gpus_needed
 from llenergymeasure.config.order import run_priorities
 from llenergymeasure.embedded import EMBEDDED_MODELS, prepared_path
 from llenergymeasure.errors import ConfigError
@@ -15,6 +15,8 @@ except ConfigError as error:
     sys.exit(f"error: {error}")
 
 RUNS = PLAN.runs
+for line in container_lines(PLAN):
+    print(line, file=sys.stderr)
 OUT = f"results/{PLAN.campaign.name}"
 PRIORITY = run_priorities(PLAN)
 FIGURES = figure_names(PLAN)
@@ -53,6 +55,13 @@ def per_run(value_of):
 FLOPS_INPUT = per_run(lambda run: f"{OUT}/flops/{model_slug(run.model)}.json")
 GPUS = per_run(gpus_needed)
 CONDA_ENV = per_run(lambda run: ENVS[run.backend])
+# Apptainer runs: Snakemake's own container directive (--software-deployment-method
+# apptainer); podman/docker runs are started by `llem run` itself (run.container).
+APPTAINER_IMAGE = per_run(
+    lambda run: run.container.image
+    if run.container is not None and run.container.runtime == "apptainer"
+    else None
+)
 
 
 def model_by_slug(wildcards):

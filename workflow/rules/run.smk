@@ -46,6 +46,8 @@ rule measure:
         gpu=GPUS,
     conda:
         CONDA_ENV
+    container:
+        APPTAINER_IMAGE
     shell:
         "llem run {input.config} --out $(dirname {output.result})"
         " --baseline-cache {params.baselines} --flops-profile {input.flops} --log {log}"

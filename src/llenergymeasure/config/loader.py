@@ -14,8 +14,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from llenergymeasure import __version__
 from llenergymeasure.config.models import (
     Campaign,
+    ContainerSpec,
     ExperimentConfig,
     ModelRef,
     ResolvedPrompts,
@@ -90,6 +92,7 @@ def plan_campaign(data: dict[str, Any], source: str) -> Plan:
                 prompts=prompts,
                 measurement=campaign.measurement,
                 repeat=repeat,
+                container=container_spec(campaign, backend),
             )
             problem = unsupported(run)
             if problem:
@@ -221,6 +224,8 @@ def _check_prompt_count(settings: Settings, prompts: ResolvedPrompts, source: st
         )
 
 
+# Where a run executes and under which campaign name: recorded in results, not in its id.
+NOT_IDENTITY_KEYS = frozenset({"campaign", "container"})
 # Measurement keys that bound how a run is supervised, not what it measures: not in its id.
 OPERATIONAL_KEYS = frozenset({"rank_grace_s", "max_run_s"})
 
@@ -237,13 +242,50 @@ def config_hash(run: ExperimentConfig) -> str:
 
 def hash_config_data(config: dict[str, Any]) -> str:
     """`config_hash` of a resolved configuration as plain JSON data (e.g. from result.json)."""
-    identity = {k: v for k, v in config.items() if k != "campaign"}
+    identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY_KEYS}
     identity["model"] = {k: v for k, v in config["model"].items() if k != "path"}
     identity["measurement"] = {
         k: v for k, v in config["measurement"].items() if k not in OPERATIONAL_KEYS
     }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def default_image(backend: str, device: str, runtime: str) -> str:
+    """The image `llem image-build` tags for a backend: `llenergymeasure-<backend>:<version>`.
+
+    CPU runs use the `-cpu` variant; apptainer takes the .sif converted from it (images/).
+    """
+    tag = f"{__version__}-cpu" if device == "cpu" else __version__
+    if runtime == "apptainer":
+        return f"images/llenergymeasure-{backend}_{tag}.sif"
+    return f"llenergymeasure-{backend}:{tag}"
+
+
+def container_spec(campaign: Campaign, backend: str) -> ContainerSpec | None:
+    """The container a campaign's runs of `backend` execute in (None: on the host)."""
+    containers = campaign.containers
+    if containers.runtime == "none":
+        return None
+    image = containers.images.get(backend) or default_image(  # type: ignore[call-overload]
+        backend, campaign.measurement.device, containers.runtime
+    )
+    return ContainerSpec(
+        runtime=containers.runtime, image=image, run_args=tuple(containers.run_args)
+    )
+
+
+def container_lines(plan: Plan) -> list[str]:
+    """What `snakemake -n` says of containers: each backend's image and its number of runs."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for run in plan.runs.values():
+        if run.container is not None:
+            key = (run.container.runtime, run.backend, run.container.image)
+            counts[key] = counts.get(key, 0) + 1
+    return [
+        f"container ({runtime}): {backend} runs ({n}) in {image}"
+        for (runtime, backend, image), n in counts.items()
+    ]
 
 
 def figure_names(plan: Plan) -> tuple[str, ...]:

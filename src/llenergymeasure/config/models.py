@@ -390,6 +390,51 @@ class AnalysisConfig(StrictModel):
     seed: int = Field(0, ge=0, description="Bootstrap seed (`ci_method: bca`).")
 
 
+ContainerRuntime = Literal["none", "podman", "docker", "apptainer"]
+
+
+class ContainersConfig(StrictModel):
+    """Where measured runs execute: on the host, or inside their backend's image."""
+
+    runtime: ContainerRuntime = Field(
+        "none",
+        description="`none`: on the host. `podman`/`docker`: `llem run` starts the run's "
+        "image with the runtime. `apptainer`: Snakemake's own `container:` directive runs the "
+        "job in the image (`--software-deployment-method apptainer`, profiles/slurm-apptainer). "
+        "Not part of the run id: the image is recorded in every result.",
+    )
+    images: dict[BackendName, str] = Field(
+        {},
+        description="Image per backend. Default `llenergymeasure-<backend>:<version>` (with "
+        "`-cpu` on device cpu), as `llem image-build` tags them; apptainer: a `.sif` file or "
+        "a `docker://` reference (default `images/llenergymeasure-<backend>_<tag>.sif`).",
+    )
+    run_args: list[str] = Field(
+        [],
+        description="Extra arguments of `podman run`/`docker run` (e.g. `--shm-size=16g`, a "
+        "bind mount); apptainer: use `--apptainer-args`.",
+    )
+
+    @model_validator(mode="after")
+    def _check_images(self) -> ContainersConfig:
+        if self.runtime == "apptainer":
+            for backend, image in self.images.items():
+                if not (image.endswith(".sif") or "://" in image):
+                    raise ValueError(
+                        f"images.{backend}: {image!r} is not an apptainer image; give a .sif "
+                        "file or a docker:// reference"
+                    )
+        return self
+
+
+class ContainerSpec(StrictModel):
+    """The container one run executes in (resolved from the campaign's `containers`)."""
+
+    runtime: Literal["podman", "docker", "apptainer"]
+    image: str = Field(..., description="Image reference (apptainer: .sif or docker:// URI).")
+    run_args: tuple[str, ...] = ()
+
+
 class Campaign(StrictModel):
     """A campaign: models × backends × grid × repeats, plus explicit extra experiments."""
 
@@ -429,6 +474,10 @@ class Campaign(StrictModel):
     measurement: MeasurementConfig = Field(
         default_factory=MeasurementConfig, description="Measurement settings."
     )
+    containers: ContainersConfig = Field(
+        default_factory=ContainersConfig,
+        description="Run each measured run inside its backend's container image.",
+    )
 
 
 class ModelRef(StrictModel):
@@ -459,3 +508,6 @@ class ExperimentConfig(StrictModel):
     prompts: ResolvedPrompts
     measurement: MeasurementConfig
     repeat: int = Field(..., ge=0)
+    container: ContainerSpec | None = Field(
+        None, description="The image the run executes in (None: on the host); not in the id."
+    )

@@ -20,6 +20,7 @@ from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.errors import (
     BackendError,
     ConfigError,
+    ContainerError,
     DeviceSettingError,
     LlemError,
     MeterError,
@@ -88,9 +89,10 @@ def classify(error: BaseException) -> FailureClass:
     if isinstance(error, RunInterrupted | RankFailed):
         return error.failure_class
     text = str(error).lower()
-    if isinstance(error, MemoryError) or any(p in text for p in OOM_PATTERNS):
-        return "out_of_memory"
-    if type(error).__name__ == "OutOfMemoryError":
+    if isinstance(error, ContainerError):
+        return "container"
+    out_of_memory = isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+    if out_of_memory or any(p in text for p in OOM_PATTERNS):
         return "out_of_memory"
     if isinstance(error, ConfigError | DeviceSettingError) or any(
         p in text for p in UNSUPPORTED_PATTERNS
@@ -101,11 +103,18 @@ def classify(error: BaseException) -> FailureClass:
     return "internal"
 
 
+# Set for a run inside a container by the host's `llem run` (squeue is the host's).
+SLURM_TIME_LEFT_ENV = "LLEM_SLURM_TIME_LEFT_S"
+
+
 def slurm_time_left_s(environ: dict[str, str] | None = None) -> float | None:
     """Seconds left of this SLURM job's time limit (squeue %L), None outside SLURM."""
-    job = (environ if environ is not None else os.environ).get("SLURM_JOB_ID")
+    environ = environ if environ is not None else dict(os.environ)
+    job = environ.get("SLURM_JOB_ID")
     if not job:
         return None
+    if SLURM_TIME_LEFT_ENV in environ:
+        return float(environ[SLURM_TIME_LEFT_ENV])
     try:
         out = subprocess.run(
             ["squeue", "-h", "-j", job, "-o", "%L"],

@@ -370,7 +370,13 @@ class ProcessSummary(ResultModel):
 
 
 FailureClass = Literal[
-    "out_of_memory", "unsupported_config", "engine_error", "timeout", "killed", "internal"
+    "out_of_memory",
+    "unsupported_config",
+    "engine_error",
+    "timeout",
+    "killed",
+    "container",
+    "internal",
 ]
 
 
@@ -386,7 +392,9 @@ class FailureRecord(ResultModel):
     failure_class: FailureClass
     message: str = Field(..., description="The failure in one line.")
     phase: str = Field(
-        ..., description="load | gpu_settings | cooldown | baseline | warmup | window | finish"
+        ...,
+        description="container | load | gpu_settings | cooldown | baseline | warmup | window "
+        "| finish",
     )
     failed_at: str = Field(..., description="ISO 8601 UTC.")
     elapsed_s: float = Field(..., description="From the start of `llem run` to the failure.")

@@ -22,11 +22,25 @@ def campaign_provenance(campaign_file: Path, result_paths: list[Path]) -> dict[s
     meters: set[str] = set()
     schemas: set[str] = set()
     failures: dict[str, int] = {}
+    images: dict[str, dict[str, Any]] = {}
     for path in result_paths:
         result = json.loads(Path(path).read_bytes())
         env = result["environment"]
         schemas.add(result["schema_version"])
         hosts.add(env["host"])
+        container = env.get("container") or {}
+        if container.get("image"):
+            images.setdefault(
+                container["image"],
+                {
+                    "runtime": container["runtime"],
+                    "image_id": container.get("image_id"),
+                    "digest": container.get("digest"),
+                    "backends": [],
+                },
+            )
+            if result["config"]["backend"] not in images[container["image"]]["backends"]:
+                images[container["image"]]["backends"].append(result["config"]["backend"])
         if result.get("status") == "failed":
             failures[result["failure_class"]] = failures.get(result["failure_class"], 0) + 1
             continue
@@ -53,6 +67,7 @@ def campaign_provenance(campaign_file: Path, result_paths: list[Path]) -> dict[s
         "result_schema_versions": sorted(schemas),
         "current_schema_version": SCHEMA_VERSION,
         "software_per_backend": environments,
+        "container_images": images,
         "hosts": sorted(hosts),
         "devices": sorted(devices),
         "energy_methods": sorted(meters),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -118,6 +119,19 @@ def _failure_lines(failed: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _containers_text(provenance: dict[str, Any]) -> str:
+    """Where the runs executed: the images (with digests), or the host's environment."""
+    images: dict[str, dict[str, Any]] = provenance.get("container_images") or {}
+    if not images:
+        return "runs executed on the host's Python environment (no container)."
+    named = [
+        f"`{image}` ({info['runtime']}, {info['digest'] or info['image_id'] or 'no digest'}) "
+        f"for {', '.join(info['backends'])}"
+        for image, info in images.items()
+    ]
+    return "runs executed in container images: " + "; ".join(named) + "."
+
+
 def _protocol_text(runs: pd.DataFrame) -> str:
     """Cooldown, warmup, window passes and prefix caching of the campaign's runs, in words."""
     n = len(runs)
@@ -217,6 +231,7 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
         f"- Energy sources: {', '.join(provenance['energy_methods'])}; sampling/meter "
         f"intervals: {', '.join(intervals) or 'n/a'}. `estimated` numbers come from a model "
         "(CodeCarbon without hardware counters), not from a counter.",
+        f"- Software: {_containers_text(provenance)}",
         f"- FLOPs: {', '.join(sorted(set(runs['flops_method'].dropna())))} "
         f"(confidence {', '.join(sorted(set(runs['flops_confidence'].dropna())))}); "
         "useful work over real tokens.",

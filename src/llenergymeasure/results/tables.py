@@ -154,6 +154,10 @@ RUNS_SCHEMA = pa.schema(
         pa.field("started_at", pa.timestamp("ms", tz="UTC")),
         pa.field("host", pa.string()),
         pa.field("git_commit", pa.string()),
+        pa.field("container_runtime", pa.string()),
+        pa.field("container_image", pa.string()),
+        pa.field("container_image_id", pa.string()),
+        pa.field("container_digest", pa.string()),
         pa.field("config_hash", pa.string()),
         pa.field("schema_version", pa.string()),
         pa.field("warnings", pa.list_(pa.string())),
@@ -212,6 +216,11 @@ def _config_columns(result: dict[str, Any]) -> dict[str, Any]:
         "device": cfg["measurement"]["device"],
         "host": _get(result, "environment", "host"),
         "git_commit": _get(result, "environment", "git", "commit"),
+        # "none": on the host; results written before containers were recorded: null
+        "container_runtime": _get(result, "environment", "container", "runtime"),
+        "container_image": _get(result, "environment", "container", "image"),
+        "container_image_id": _get(result, "environment", "container", "image_id"),
+        "container_digest": _get(result, "environment", "container", "digest"),
         "config_hash": result["config_hash"],
         "schema_version": result["schema_version"],
     }
