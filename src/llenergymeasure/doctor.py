@@ -50,6 +50,7 @@ def probe_all() -> list[tuple[str, bool, str]]:
         )
     except ImportError as e:
         rows.append(("vllm backend", False, f"vllm is not importable: {e}"))
+    rows.append(_tensorrt_row())
     rows.append(_container_row())
     try:
         import torch
@@ -59,6 +60,27 @@ def probe_all() -> list[tuple[str, bool, str]]:
     except ImportError:
         rows.append(("torch CUDA", False, "torch is not installed"))
     return rows
+
+
+def _tensorrt_row() -> tuple[str, bool, str]:
+    """Whether TensorRT-LLM is installed (found, not imported: its import takes seconds)."""
+    from llenergymeasure.backends.tensorrt import is_tensorrt_available, tensorrt_version
+
+    if not is_tensorrt_available():
+        return (
+            "tensorrt backend",
+            False,
+            "tensorrt_llm is not installed (NVIDIA's index or its release container)",
+        )
+    try:
+        found = f"tensorrt_llm {tensorrt_version()}"
+    except Exception as e:  # a broken install fails on import
+        return ("tensorrt backend", False, f"tensorrt_llm is not importable: {e}")
+    return (
+        "tensorrt backend",
+        True,
+        f"{found}; this backend has not been run on a GPU yet (tested with a stand-in only)",
+    )
 
 
 def _container_row() -> tuple[str, bool, str]:

@@ -131,6 +131,13 @@ def test_two_ranks_sharing_a_gpu_count_it_once(tmp_path, campaign, embedded_mode
     assert not any("overlap only" in w for w in result["warnings"])
     assert all(r["energy"]["baseline"] is not None for r in ranks)
     assert result["timing"]["cooldown"]["null_reason"] == "disabled (cooldown_max_s 0)"
+    # Each rank splits its own window; the ranks share the GPU, so nothing is combined.
+    assert result["phases"] is None and "multi-process run" in result["phases_null_reason"]
+    assert all(q["energy_j"] is None and q["energy_null_reason"] for q in result["requests"])
+    for rank in ranks:
+        assert rank["phases"]["conservation_error_j"] == pytest.approx(0.0, abs=1e-6)
+        shares = sum(q["energy_j"] for q in rank["requests"])
+        assert shares == pytest.approx(rank["energy"]["energy_j"], rel=1e-6)
 
 
 def _children(pid: int) -> list[int]:

@@ -60,6 +60,14 @@ def check_passes_and_cooldown(result: dict) -> None:
     assert "cooldown stopped at 3 s before the devices settled" in result["warnings"]
 
 
+def check_phases_cover_both_gpus(result: dict) -> None:
+    """The phase split sums the counter's curve and the polled one, and is conserved."""
+    phases = result["phases"]
+    assert abs(phases["conservation_error_j"]) < 1e-6 * result["energy"]["energy_j"]
+    assert "nvml_counter: counter deltas" in phases["energy_method"]
+    assert "nvml_power_polling: polled power integrated" in phases["energy_method"]
+
+
 @pytest.mark.slow
 def test_llem_run_meters_fake_gpus_per_device(tmp_path, embedded_model, fake_nvml_env):
     campaign = {
@@ -107,6 +115,7 @@ def test_llem_run_meters_fake_gpus_per_device(tmp_path, embedded_model, fake_nvm
         assert device["energy_j"] == pytest.approx(truth_j, rel=0.005), device["device"]
         assert device["samples"] >= window_s / 0.1 * 0.8
     assert energy["energy_j"] == pytest.approx(gpu0["energy_j"] + gpu1["energy_j"])
+    check_phases_cover_both_gpus(result)
 
     # Idle baseline and adjusted energy, per device and in total.
     baseline = energy["baseline"]

@@ -12,6 +12,8 @@ from llenergymeasure.config import plan_campaign
 from llenergymeasure.config.models import VllmSettings
 from llenergymeasure.errors import BackendError
 from llenergymeasure.measure.latency import request_result
+from llenergymeasure.measure.phases import split_window
+from llenergymeasure.measure.steady_state import steady_state
 from tests.llem import llem_run
 
 pytestmark = [
@@ -151,3 +153,37 @@ def test_llem_run_with_one_sequence_and_fixed_output_length(tmp_path, campaign, 
         assert 0 < r["ttft_s"] <= r["latency_s"]
         assert len(r["itl_s"]) == 7
     assert result["latency"]["itl_trimmed_s"]["n"] == 4 * 5
+
+
+def steady_of(timings, max_num_seqs):
+    """The steady state of one pass of real engine timings (no power timeline needed)."""
+    start = min(t.submit_s for t in timings)
+    end = max(t.token_times_s[-1] for t in timings if t.token_times_s)
+    return steady_state(
+        backend="vllm",
+        max_num_seqs=max_num_seqs,
+        requests_per_pass=len(timings),
+        timeline=split_window([timings], start, end),
+        energy_between=None,
+        energy_null_reason="no timeline in this test",
+        to_window_s=lambda t: t - start,
+        window_energy_per_output_token_j=None,
+    )
+
+
+def test_steady_state_of_a_full_batch_and_of_a_trickle(engine):
+    prompts = engine.prepare_prompts() * 3  # 12 requests, max_num_seqs 4
+    engine.reset_caches()
+    full = steady_of(engine.run(prompts), 4)
+    assert full.null_reason is None and full.peak_running == 4
+    assert full.saturation is not None and full.saturation >= 0.85
+    assert full.unsaturated is False and full.short is True
+    assert full.energy_j is None and full.energy_null_reason == "no timeline in this test"
+    engine.reset_caches()
+    schedule = arrival_offsets_s(
+        VllmSettings(arrival="poisson", request_rate=1.5, arrival_seed=3), len(prompts)
+    )
+    trickle = steady_of(engine.run(prompts, arrival_offsets=schedule), 4)
+    assert trickle.null_reason is None and trickle.windows == 1
+    assert trickle.saturation is not None and trickle.saturation < 0.85
+    assert trickle.unsaturated is True

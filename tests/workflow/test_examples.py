@@ -47,7 +47,8 @@ def test_planning_imports_neither_torch_nor_vllm():
         "from llenergymeasure.config.order import run_priorities\n"
         f"for path in {[str(p) for p in EXAMPLES]!r}:\n"
         "    run_priorities(load_campaign(path))\n"
-        "heavy = [m for m in ('torch', 'vllm', 'transformers', 'pynvml') if m in sys.modules]\n"
+        "heavy = ('torch', 'vllm', 'tensorrt_llm', 'transformers', 'pynvml')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "print(heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

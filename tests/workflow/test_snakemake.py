@@ -96,11 +96,21 @@ def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
         "throughput_vs_energy",
         "latency_distributions",
         "power_timeline",
+        "phase_energy",
+        "phase_timeline",
+        "energy_vs_latency",
     ):
         assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     summary_md = (out / "summary.md").read_text()
     assert "| smollm2-135m | transformers | 1 |" in summary_md
     assert "Protocol: cooldown not observable (meter 'codecarbon' gives no device" in summary_md
+    # CodeCarbon has no timeline: phase times are measured, their energies null with the reason
+    assert (runs["prefill_s"] > 0).all() and runs["prefill_energy_j"].isna().all()
+    assert runs["phase_null_reason"].str.contains("'codecarbon' has no power timeline").all()
+    assert latency["energy_j"].isna().all() and latency["energy_null_reason"].notna().all()
+    assert len(pd.read_parquet(out / "tables/phases.parquet")) > 0
+    assert "## Where the energy goes" in summary_md
+    assert "Null phase, steady-state and per-request energies: meter 'codecarbon'" in summary_md
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["runs"] == 2 and provenance["energy_methods"] == ["codecarbon (estimated)"]
     report = snakemake(tmp_path, campaign, "--report", str(out / "report.html"))
@@ -220,6 +230,10 @@ def test_a_failed_run_is_a_row_and_the_campaign_still_gets_its_tables(tmp_path, 
         ({"grid": {"batch_size": [0]}}, "grid.batch_size.0: Input should be greater"),
         ({"surprise": 1}, "surprise: unknown key"),
         ({"models": ["./missing-model"]}, "models.0: model path './missing-model' does not exist"),
+        (
+            {"backends": ["tensorrt"]},
+            "measurement.device: backend tensorrt needs measurement.device cuda, not 'cpu'",
+        ),
     ],
 )
 def test_bad_campaign_fails_at_dry_run_with_one_line(tmp_path, change, expected):

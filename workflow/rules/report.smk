@@ -21,6 +21,7 @@ rule figures:
         runs=f"{OUT}/tables/runs.parquet",
         latency=f"{OUT}/tables/latency.parquet",
         timeseries=f"{OUT}/tables/timeseries.parquet",
+        phases=f"{OUT}/tables/phases.parquet",
     output:
         **{
             name: report(

@@ -10,6 +10,7 @@ rule tables:
         ),
         latency=f"{OUT}/tables/latency.parquet",
         timeseries=f"{OUT}/tables/timeseries.parquet",
+        phases=f"{OUT}/tables/phases.parquet",
     log:
         f"{OUT}/logs/tables.log",
     conda:

@@ -1,4 +1,4 @@
-"""Inference backends, imported lazily so planning never imports torch or vLLM."""
+"""Inference backends, imported lazily so planning never imports torch, vLLM or TensorRT-LLM."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def create_backend(config: ExperimentConfig) -> Backend:
         from llenergymeasure.backends.vllm import VllmBackend
 
         return VllmBackend(config)
+    if config.backend == "tensorrt":
+        from llenergymeasure.backends.tensorrt import TensorrtBackend
+
+        return TensorrtBackend(config)
     raise ValueError(f"unknown backend {config.backend!r}")
 
 

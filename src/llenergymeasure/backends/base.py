@@ -21,6 +21,30 @@ class PreparedPrompt:
 
 
 @dataclass(frozen=True)
+class EngineTiming:
+    """An engine's own timestamps of one request, on the engine's clock (seconds).
+
+    They come from the engine, not from llem: TensorRT-LLM's per-request perf metrics, read
+    from its steady clock, whose zero is not llem's. They are recorded beside llem's own
+    timestamps and are never subtracted from them; only differences on this one clock mean
+    anything. None where the engine did not report the time.
+
+    Attributes:
+        clock: The clock the times are on, in words.
+        arrival_s: The request reached the engine.
+        first_scheduled_s: The engine first scheduled it.
+        first_token_s: The engine produced its first token.
+        last_token_s: The engine produced its last token.
+    """
+
+    clock: str
+    arrival_s: float | None
+    first_scheduled_s: float | None
+    first_token_s: float | None
+    last_token_s: float | None
+
+
+@dataclass(frozen=True)
 class RequestTiming:
     """Raw timing of one request, on one monotonic clock (seconds).
 
@@ -37,6 +61,8 @@ class RequestTiming:
         chunk_sizes: Tokens delivered together at each arrival (None: one token each).
         cached_prompt_tokens: Prompt tokens served from the engine's prefix cache (None:
             the engine does not say).
+        engine_timing: The engine's own timestamps of the request, on its own clock (None:
+            the engine does not report them).
     """
 
     index: int
@@ -49,6 +75,7 @@ class RequestTiming:
     stopped_by_eos: bool
     chunk_sizes: tuple[int, ...] | None = None
     cached_prompt_tokens: int | None = None
+    engine_timing: EngineTiming | None = None
 
 
 @dataclass(frozen=True)

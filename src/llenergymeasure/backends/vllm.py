@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import random
 import tempfile
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
+from llenergymeasure.backends.arrivals import arrival_offsets_s
 from llenergymeasure.backends.base import CacheState, PreparedPrompt, RequestTiming
 from llenergymeasure.backends.tokenize import eos_token_ids, prepare_prompts
 from llenergymeasure.config.models import ExperimentConfig, VllmSettings
 from llenergymeasure.errors import BackendError
+
+__all__ = ["VllmBackend", "arrival_offsets_s", "engine_arguments", "is_vllm_available"]
 
 # VllmSettings fields that are engine arguments of the same name (None: vLLM's default).
 ENGINE_FIELDS = (
@@ -41,23 +43,6 @@ def is_vllm_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("vllm") is not None
-
-
-def arrival_offsets_s(engine: VllmSettings, count: int) -> list[float]:
-    """Submission time of each request after the window start (seconds).
-
-    `offline`: all at 0; `constant`: every 1/rate; `poisson`: exponential gaps at `rate`.
-    """
-    if engine.arrival == "offline" or engine.request_rate is None:
-        return [0.0] * count
-    if engine.arrival == "constant":
-        return [i / engine.request_rate for i in range(count)]
-    rng = random.Random(engine.arrival_seed)
-    offsets, t = [], 0.0
-    for _ in range(count):
-        offsets.append(t)
-        t += rng.expovariate(engine.request_rate)
-    return offsets
 
 
 def engine_arguments(config: ExperimentConfig) -> dict[str, Any]:

@@ -101,13 +101,27 @@ def plan_campaign(data: dict[str, Any], source: str) -> Plan:
     return Plan(campaign=campaign, source=source, runs=runs)
 
 
-def unsupported(run: ExperimentConfig) -> tuple[str, str] | None:
-    """Which key makes this combination unrunnable on its backend/device, and why; or None."""
+def _engine_problem(run: ExperimentConfig) -> tuple[str, str] | None:
+    """A parallelism or device the run's engine cannot use (key, reason); or None."""
     if run.settings.processes > 1 and run.backend != "transformers":
         return "settings.processes", (
             f"processes > 1 is data parallelism for transformers; {run.backend} parallelises "
-            "inside its engine (vllm.tensor_parallel_size)"
+            f"inside its engine ({run.backend}.tensor_parallel_size)"
         )
+    device = run.measurement.device
+    if run.backend == "tensorrt" and device != "cuda":
+        return "measurement.device", (
+            f"backend tensorrt needs measurement.device cuda, not {device!r}: "
+            "TensorRT-LLM runs on NVIDIA GPUs only"
+        )
+    return None
+
+
+def unsupported(run: ExperimentConfig) -> tuple[str, str] | None:
+    """Which key makes this combination unrunnable on its backend/device, and why; or None."""
+    problem = _engine_problem(run)
+    if problem:
+        return problem
     measurement = run.measurement
     if (
         run.settings.gpu is not None
@@ -159,7 +173,8 @@ def _points(
         except ValidationError as e:
             raise _config_error(source, e, prefix=where) from None
         except ValueError as e:
-            key = "settings.vllm.max_num_seqs" if where == "grid" else f"{where}.vllm"
+            field = {"vllm": "max_num_seqs", "tensorrt": "max_batch_size"}.get(backend, "")
+            key = f"settings.{backend}.{field}" if where == "grid" else f"{where}.{backend}"
             raise ConfigError(source, key, str(e)) from None
         resolved.append((model, backend, settings))
     return resolved
@@ -226,6 +241,9 @@ def _check_prompt_count(settings: Settings, prompts: ResolvedPrompts, source: st
 
 # Where a run executes and under which campaign name: recorded in results, not in its id.
 NOT_IDENTITY_KEYS = frozenset({"campaign", "container"})
+# Settings added after results existed: left out of the id while null, so runs that do not
+# use them keep the ids they had (and their results stay valid).
+LATER_SETTINGS = frozenset({"tensorrt"})
 # Measurement keys that bound how a run is supervised, not what it measures: not in its id.
 OPERATIONAL_KEYS = frozenset({"rank_grace_s", "max_run_s"})
 
@@ -244,6 +262,9 @@ def hash_config_data(config: dict[str, Any]) -> str:
     """`config_hash` of a resolved configuration as plain JSON data (e.g. from result.json)."""
     identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY_KEYS}
     identity["model"] = {k: v for k, v in config["model"].items() if k != "path"}
+    identity["settings"] = {
+        k: v for k, v in config["settings"].items() if not (k in LATER_SETTINGS and v is None)
+    }
     identity["measurement"] = {
         k: v for k, v in config["measurement"].items() if k not in OPERATIONAL_KEYS
     }
@@ -289,21 +310,37 @@ def container_lines(plan: Plan) -> list[str]:
 
 
 def figure_names(plan: Plan) -> tuple[str, ...]:
-    """The figures a campaign gets: four always, and the power-limit one where it sets one.
+    """The figures a campaign gets: seven always, and the power-limit one where it sets one.
 
     `energy_vs_power_limit` is drawn for campaigns that set `settings.gpu.power_limit_w`.
+    `energy_vs_latency` draws `analysis.slo`'s targets where the campaign sets them.
     """
-    names = ("energy_vs_batch", "throughput_vs_energy", "latency_distributions", "power_timeline")
+    names = (
+        "energy_vs_batch",
+        "throughput_vs_energy",
+        "latency_distributions",
+        "power_timeline",
+        "phase_energy",
+        "phase_timeline",
+        "energy_vs_latency",
+    )
     capped = any(run.settings.gpu and run.settings.gpu.power_limit_w for run in plan.runs.values())
     return (*names, "energy_vs_power_limit") if capped else names
 
 
 def gpus_needed(run: ExperimentConfig) -> int:
-    """GPUs a run occupies: processes x tensor-parallel size on CUDA, 0 on CPU."""
+    """GPUs a run occupies on CUDA (0 on CPU).
+
+    transformers: processes; vllm: tensor-parallel size; tensorrt: tensor x pipeline
+    parallel size.
+    """
     if run.measurement.device != "cuda":
         return 0
-    tensor_parallel = run.settings.vllm.tensor_parallel_size if run.settings.vllm else 1
-    return run.settings.processes * tensor_parallel
+    settings = run.settings
+    if settings.tensorrt is not None:
+        return settings.tensorrt.tensor_parallel_size * settings.tensorrt.pipeline_parallel_size
+    tensor_parallel = settings.vllm.tensor_parallel_size if settings.vllm else 1
+    return settings.processes * tensor_parallel
 
 
 def configuration_id(run: ExperimentConfig) -> str:

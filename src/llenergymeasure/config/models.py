@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 Dtype = Literal["float32", "bfloat16", "float16"]
-BackendName = Literal["transformers", "vllm"]
+BackendName = Literal["transformers", "vllm", "tensorrt"]
 
 
 class StrictModel(BaseModel):
@@ -62,13 +62,85 @@ class VllmSettings(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> VllmSettings:
-        if self.arrival != "offline" and self.request_rate is None:
-            raise ValueError(f"arrival {self.arrival!r} needs request_rate")
-        if self.arrival == "offline" and self.request_rate is not None:
-            raise ValueError("request_rate needs arrival 'poisson' or 'constant'")
+        _check_arrival(self.arrival, self.request_rate)
         clash = sorted(set(self.engine_kwargs) & (VLLM_OWN_KEYS | set(type(self).model_fields)))
         if clash:
             raise ValueError(f"engine_kwargs may not set {', '.join(clash)}: llem sets them")
+        return self
+
+
+def _check_arrival(arrival: str, request_rate: float | None) -> None:
+    if arrival != "offline" and request_rate is None:
+        raise ValueError(f"arrival {arrival!r} needs request_rate")
+    if arrival == "offline" and request_rate is not None:
+        raise ValueError("request_rate needs arrival 'poisson' or 'constant'")
+
+
+# `LLM(...)` arguments llem sets itself; `llm_kwargs` may not override them.
+TENSORRT_OWN_KEYS = frozenset(
+    {"model", "tokenizer", "dtype", "max_batch_size", "kv_cache_config", "scheduler_config"}
+)
+
+
+class TensorrtSettings(StrictModel):
+    """TensorRT-LLM settings (tensorrt backend only). `None` keeps TensorRT-LLM's own default.
+
+    The engine is `tensorrt_llm.LLM`, the PyTorch-based engine of TensorRT-LLM 1.x.
+    """
+
+    max_batch_size: int | None = Field(
+        None, ge=1, description="Requests batched at once; for tensorrt this *is* `batch_size`."
+    )
+    max_num_tokens: int | None = Field(
+        None, ge=1, description="Token budget of one engine iteration (prefill and decode)."
+    )
+    max_seq_len: int | None = Field(
+        None, ge=16, description="Longest sequence (prompt and output) the engine plans for."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one layer is split across.")
+    pipeline_parallel_size: int = Field(1, ge=1, description="GPUs the layers are staged over.")
+    free_gpu_memory_fraction: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of the free GPU memory (after the weights) given to the KV cache "
+        "(`KvCacheConfig.free_gpu_memory_fraction`).",
+    )
+    kv_cache_dtype: str | None = Field(
+        None, description="KV cache dtype (`KvCacheConfig.dtype`), e.g. auto, fp8."
+    )
+    capacity_scheduler_policy: (
+        Literal["GUARANTEED_NO_EVICT", "MAX_UTILIZATION", "STATIC_BATCH"] | None
+    ) = Field(None, description="Scheduler policy (`SchedulerConfig.capacity_scheduler_policy`).")
+    enable_chunked_prefill: bool | None = Field(None, description="Split long prefills.")
+    quantization: Literal["fp8", "int4_awq"] | None = Field(
+        None,
+        description="The checkpoint is pre-quantised (NVIDIA ModelOpt export): `fp8` (FP8 "
+        "weights and activations) or `int4_awq` (INT4 AWQ weights, W4A16). TensorRT-LLM "
+        "reads the quantisation from the checkpoint; llem checks it matches before the "
+        "engine starts and records the precision. None: an unquantised checkpoint.",
+    )
+    ignore_eos: bool = Field(False, description="Generate past EOS (fixes the output length).")
+    arrival: Literal["offline", "poisson", "constant"] = Field(
+        "offline",
+        description="`offline`: every request at once; `poisson`/`constant`: arrivals at "
+        "`request_rate` per second (seeded by `arrival_seed`).",
+    )
+    request_rate: float | None = Field(None, gt=0, description="Requests per second (arrivals).")
+    arrival_seed: int = Field(0, ge=0, description="Seed of the Poisson arrival times.")
+    llm_kwargs: dict[str, Any] = Field(
+        {},
+        description="Further `tensorrt_llm.LLM` arguments (`TorchLlmArgs` fields), passed "
+        "through unchanged.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TensorrtSettings:
+        _check_arrival(self.arrival, self.request_rate)
+        own = TENSORRT_OWN_KEYS | set(type(self).model_fields)
+        clash = sorted(set(self.llm_kwargs) & own)
+        if clash:
+            raise ValueError(f"llm_kwargs may not set {', '.join(clash)}: llem sets them")
         return self
 
 
@@ -163,6 +235,9 @@ class Settings(StrictModel):
         "prompts are split across them (transformers only).",
     )
     vllm: VllmSettings | None = Field(None, description="vLLM engine settings (vllm only).")
+    tensorrt: TensorrtSettings | None = Field(
+        None, description="TensorRT-LLM settings (tensorrt only)."
+    )
     gpu: GpuSettings | None = Field(
         None,
         description="GPU power limit / locked clocks of the run (CUDA only), restored after it.",
@@ -184,10 +259,12 @@ class Settings(StrictModel):
 
         Greedy decoding ignores the sampling knobs, so they are dropped; sampling fills
         the defaults in explicitly. vLLM settings exist only for the vllm backend, where
-        `max_num_seqs` is `batch_size`.
+        `max_num_seqs` is `batch_size`; TensorRT-LLM settings only for the tensorrt backend,
+        where `max_batch_size` is `batch_size`.
 
         Raises:
-            ValueError: If `vllm.max_num_seqs` contradicts `batch_size`.
+            ValueError: If `vllm.max_num_seqs` or `tensorrt.max_batch_size` contradicts
+                `batch_size`.
         """
         if self.decoding == "greedy":
             update: dict[str, Any] = {
@@ -215,6 +292,16 @@ class Settings(StrictModel):
                     f"({self.batch_size}): for vllm they are the same axis, set batch_size"
                 )
             update["vllm"] = engine.model_copy(update={"max_num_seqs": self.batch_size})
+        if backend != "tensorrt":
+            update["tensorrt"] = None
+        else:
+            trt = self.tensorrt or TensorrtSettings()
+            if trt.max_batch_size is not None and trt.max_batch_size != self.batch_size:
+                raise ValueError(
+                    f"tensorrt.max_batch_size ({trt.max_batch_size}) differs from batch_size "
+                    f"({self.batch_size}): for tensorrt they are the same axis, set batch_size"
+                )
+            update["tensorrt"] = trt.model_copy(update={"max_batch_size": self.batch_size})
         return self.model_copy(update=update)
 
 
@@ -371,6 +458,32 @@ class MeasurementConfig(StrictModel):
         return self
 
 
+class SloConfig(StrictModel):
+    """Latency targets in seconds.
+
+    A configuration meets them when the mean over its repeats of every metric given is at or
+    below its target.
+    """
+
+    ttft_p95_s: float | None = Field(None, gt=0, description="95th-percentile TTFT.")
+    ttft_median_s: float | None = Field(None, gt=0, description="Median TTFT.")
+    service_ttft_p95_s: float | None = Field(
+        None, gt=0, description="95th-percentile service TTFT (hand-over to first token)."
+    )
+    itl_p95_s: float | None = Field(None, gt=0, description="95th-percentile inter-token latency.")
+    itl_median_s: float | None = Field(None, gt=0, description="Median inter-token latency.")
+
+    @model_validator(mode="after")
+    def _check_any(self) -> SloConfig:
+        if not self.targets():
+            raise ValueError("give at least one latency target, e.g. ttft_p95_s: 2.0")
+        return self
+
+    def targets(self) -> dict[str, float]:
+        """The targets given: summary metric name -> seconds."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class AnalysisConfig(StrictModel):
     """How repeats are folded into summary statistics."""
 
@@ -388,6 +501,12 @@ class AnalysisConfig(StrictModel):
         0.1, gt=0, description="Coefficient of variation above which `high_variance` is set."
     )
     seed: int = Field(0, ge=0, description="Bootstrap seed (`ci_method: bca`).")
+    slo: SloConfig | None = Field(
+        None,
+        description="Latency targets: summary.parquet marks the configurations that meet "
+        "them, summary.md names the one of least energy per token per model × backend, "
+        "figures/energy_vs_latency.png draws them on the energy–latency Pareto front.",
+    )
 
 
 ContainerRuntime = Literal["none", "podman", "docker", "apptainer"]

@@ -17,6 +17,8 @@ from llenergymeasure.config.models import (
     MeasurementConfig,
     PromptsConfig,
     Settings,
+    SloConfig,
+    TensorrtSettings,
     VllmSettings,
 )
 
@@ -27,11 +29,13 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("Campaign (top level)", Campaign),
     ("`settings` (and `experiments[]` entries)", Settings),
     ("`settings.vllm` (vllm backend only)", VllmSettings),
+    ("`settings.tensorrt` (tensorrt backend only)", TensorrtSettings),
     ("`settings.gpu` (GPU power limit and locked clocks; restored after the run)", GpuSettings),
     ("`grid`", Grid),
     ("`prompts`", PromptsConfig),
     ("`measurement`", MeasurementConfig),
     ("`analysis`", AnalysisConfig),
+    ("`analysis.slo` (latency targets)", SloConfig),
 ]
 
 

@@ -22,6 +22,11 @@ from llenergymeasure.results.models import (
 )
 
 MIN_OVERLAP = 0.5
+NO_PHASES = (
+    "multi-process run: each rank's phase split and request energies (over its own "
+    "timeline) are in its process_<rank>.json; they are not combined, since ranks may share "
+    "devices"
+)
 
 
 def window_overlap(results: Sequence[RunResult]) -> float:
@@ -176,7 +181,13 @@ def aggregate(results: Sequence[RunResult], files: Sequence[str]) -> RunResult:
     span_s = end - start
     requests = sorted(
         (
-            req.model_copy(update={"index": rank + req.index * world})
+            req.model_copy(
+                update={
+                    "index": rank + req.index * world,
+                    "energy_j": None,
+                    "energy_null_reason": NO_PHASES,
+                }
+            )
             for rank, r in enumerate(results)
             for req in r.requests
         ),
@@ -264,5 +275,8 @@ def aggregate(results: Sequence[RunResult], files: Sequence[str]) -> RunResult:
                 for rank, r in enumerate(results)
             ],
             "requests": requests,
+            "phases": None,
+            "steady_state": None,
+            "phases_null_reason": NO_PHASES,
         }
     )

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llenergymeasure.backends.base import RequestTiming
-from llenergymeasure.results.models import Latency, RequestResult, Stats
+from llenergymeasure.backends.base import EngineTiming, RequestTiming
+from llenergymeasure.results.models import EngineRequestTiming, Latency, RequestResult, Stats
 
 
 def observed_intervals(timing: RequestTiming) -> tuple[list[float], int]:
@@ -27,6 +27,25 @@ def observed_intervals(timing: RequestTiming) -> tuple[list[float], int]:
     return intervals, sum(size - 1 for size in sizes)
 
 
+def engine_record(timing: EngineTiming | None) -> EngineRequestTiming | None:
+    """The engine's timestamps as a result record, with the durations on its own clock."""
+    if timing is None:
+        return None
+
+    def since_arrival(t: float | None) -> float | None:
+        return None if t is None or timing.arrival_s is None else t - timing.arrival_s
+
+    return EngineRequestTiming(
+        clock=timing.clock,
+        arrival_s=timing.arrival_s,
+        first_scheduled_s=timing.first_scheduled_s,
+        first_token_s=timing.first_token_s,
+        last_token_s=timing.last_token_s,
+        queue_s=since_arrival(timing.first_scheduled_s),
+        ttft_s=since_arrival(timing.first_token_s),
+    )
+
+
 def request_result(timing: RequestTiming, pass_index: int = 0) -> RequestResult:
     """Derive TTFT (from the due time and from the hand-over), latency and ITL of a request.
 
@@ -42,6 +61,7 @@ def request_result(timing: RequestTiming, pass_index: int = 0) -> RequestResult:
         "stopped_by_eos": timing.stopped_by_eos,
         "queue_s": float(timing.submit_s - timing.arrival_s),
         "cached_prompt_tokens": timing.cached_prompt_tokens,
+        "engine_timing": engine_record(timing.engine_timing),
     }
     if not times:
         return RequestResult(

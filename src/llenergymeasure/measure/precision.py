@@ -51,14 +51,39 @@ VLLM_QUANTIZATION = {
     "bitsandbytes": ("int4", None),
 }
 
+# TensorRT-LLM pre-quantised (ModelOpt) checkpoints:
+# tensorrt.quantization -> (weights, compute or None for the activation dtype, method, note)
+TENSORRT_QUANTIZATION = {
+    "fp8": (
+        "fp8",
+        "fp8",
+        "TensorRT-LLM ModelOpt FP8",
+        "FP8 weights and activations: the matmuls run in FP8, counted at the fp8 factor",
+    ),
+    "int4_awq": (
+        "int4",
+        None,
+        "TensorRT-LLM ModelOpt INT4 AWQ (W4A16)",
+        "W4A16: 4-bit weights meet activations of the run's dtype in mixed-input GEMMs, so "
+        "FLOPs count at the activation precision",
+    ),
+}
+
 
 def precision_for(
-    dtype: str, quantization: str, vllm_quantization: str | None
+    dtype: str,
+    quantization: str,
+    vllm_quantization: str | None,
+    tensorrt_quantization: str | None = None,
 ) -> PrecisionMetadata:
     """Describe the precision of a run from its dtype and quantisation settings."""
     activations = SHORT[dtype]
     if quantization != "none":
         weights, compute, method, note = QUANTIZATION[quantization]
+        compute = compute or activations
+        notes = [note]
+    elif tensorrt_quantization:
+        weights, compute, method, note = TENSORRT_QUANTIZATION[tensorrt_quantization]
         compute = compute or activations
         notes = [note]
     elif vllm_quantization:

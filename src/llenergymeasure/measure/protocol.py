@@ -66,6 +66,8 @@ class Observed(Loaded):
     window_start_unix_s: float
     window_end_unix_s: float
     window_s: float
+    window_perf_s: tuple[float, float]
+    perf_to_unix_s: float
     passes: list[list[RequestTiming]]
     energy: Energy
     window_peak_rss_mb: float | None
@@ -168,8 +170,10 @@ def _protocol(
     window_start_unix_s = time.time()
     meter.begin_window()
     t0 = time.perf_counter()
+    perf_to_unix_s = time.time() - time.perf_counter()  # token times to the timeline's clock
     passes = _window(backend, prompts, t0, measurement)
-    window_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    window_s = t1 - t0
     window_end_unix_s = time.time()
     energy = meter.end_window()
     sampler.phase = "post"
@@ -187,6 +191,8 @@ def _protocol(
         window_start_unix_s=window_start_unix_s,
         window_end_unix_s=window_end_unix_s,
         window_s=window_s,
+        window_perf_s=(t0, t1),
+        perf_to_unix_s=perf_to_unix_s,
         passes=passes,
         energy=energy,
         window_peak_rss_mb=memory.peak_rss_mb(),

@@ -14,6 +14,7 @@ from llenergymeasure.backends.base import Backend
 from llenergymeasure.config.loader import config_hash, configuration_id, run_id
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.devices.sampler import Sampler
+from llenergymeasure.measure.breakdown import Breakdown, energy_breakdown, window_timeline
 from llenergymeasure.measure.efficiency import normalised_metrics
 from llenergymeasure.measure.energy import adjust_for_idle, with_facility
 from llenergymeasure.measure.flops import null_flops, run_flops
@@ -88,9 +89,14 @@ def measure(
     energy = with_facility(energy, measurement)
     requests = [request_result(t, n) for n, timings in enumerate(o.passes) for t in timings]
     output_tokens = sum(r.output_tokens for r in requests)
+    breakdown = _breakdown(config, o, energy, output_tokens)
+    requests = _with_energy(requests, breakdown)
     input_tokens = sum(r.input_tokens for r in requests)
     engine_quantization = settings.vllm.quantization if settings.vllm else None
-    precision = precision_for(settings.dtype, settings.quantization, engine_quantization)
+    trt_quantization = settings.tensorrt.quantization if settings.tensorrt else None
+    precision = precision_for(
+        settings.dtype, settings.quantization, engine_quantization, trt_quantization
+    )
     flops = _guarded_flops(model_config, config_error, requests, precision, calflops_profile)
     return RunResult(
         run_id=rid,
@@ -146,8 +152,39 @@ def measure(
         ),
         environment={**environment.collect(measurement.device), "backend": o.backend.versions()},
         warnings=_warnings(o, energy),
+        phases=breakdown.phases,
+        steady_state=breakdown.steady,
         requests=requests,
     )
+
+
+def _breakdown(config: ExperimentConfig, o: Observed, energy: Energy, tokens: int) -> Breakdown:
+    """Phase split, steady state and per-request energy of the window."""
+    timeline, reason = window_timeline(energy, o.sampler, o.setup.source, o.setup.choice.chosen)
+    return energy_breakdown(
+        backend=config.backend,
+        max_num_seqs=config.settings.batch_size,
+        passes=o.passes,
+        window_perf_s=o.window_perf_s,
+        perf_to_unix_s=o.perf_to_unix_s,
+        window_start_unix_s=o.window_start_unix_s,
+        energy=energy,
+        timeline=timeline,
+        timeline_null_reason=reason,
+        output_tokens=tokens,
+    )
+
+
+def _with_energy(requests: list[RequestResult], breakdown: Breakdown) -> list[RequestResult]:
+    """Each request with its share of the window energy, or null with the reason."""
+    out = []
+    for r in requests:
+        energy_j = breakdown.request_energy_j.get((r.pass_index, r.index))
+        reason = breakdown.request_null_reason or (
+            "the request yielded no token" if energy_j is None else None
+        )
+        out.append(r.model_copy(update={"energy_j": energy_j, "energy_null_reason": reason}))
+    return out
 
 
 def _warnings(o: Observed, energy: Energy) -> list[str]:
@@ -231,10 +268,14 @@ def _memory(o: Observed, device: str) -> Memory:
         load_device_allocated_mb=o.load_device_mb,
         peak_device_allocated_mb=o.window_device_mb,
         device_null_reason=reason,
-        rss_scope="this process"
-        if o.backend.name != "vllm"
-        else "this process only: vLLM's engine processes are not included",
+        rss_scope=ENGINE_PROCESSES.get(o.backend.name, "this process"),
     )
+
+
+ENGINE_PROCESSES = {
+    "vllm": "this process only: vLLM's engine processes are not included",
+    "tensorrt": "this process only: TensorRT-LLM's executor worker processes are not included",
+}
 
 
 def _per(energy_j: float | None, tokens: int) -> float | None:

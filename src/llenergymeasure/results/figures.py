@@ -13,6 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from llenergymeasure.results.phase_figures import (  # noqa: E402
+    energy_vs_latency,
+    phase_energy,
+    phase_timeline,
+)
+from llenergymeasure.results.phase_tables import PHASES_SCHEMA  # noqa: E402
 from llenergymeasure.results.summary import ci_label  # noqa: E402
 
 DPI = 300
@@ -74,7 +80,7 @@ def energy_vs_batch(summary: pd.DataFrame, path: Path, footnote: str = "") -> No
     ax.set_yscale("log")
     if cut and floor is not None:
         ax.set_ylim(bottom=floor)
-    ax.set_xlabel("batch size (max_num_seqs for vLLM)")
+    ax.set_xlabel("batch size (max_num_seqs for vLLM, max_batch_size for TensorRT-LLM)")
     ax.set_ylabel("energy per output token (J)")
     ax.set_title(
         f"Energy per token ({_energy_label(summary)})\n"
@@ -333,12 +339,24 @@ def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
             "throughput_vs_energy",
             "latency_distributions",
             "power_timeline",
+            "phase_energy",
+            "phase_timeline",
+            "energy_vs_latency",
         )
     }
     energy_vs_batch(summary, paths["energy_vs_batch"], footnote)
     throughput_vs_energy(summary, paths["throughput_vs_energy"], footnote)
     latency_distributions(latency, runs, paths["latency_distributions"], footnote)
     power_timeline(timeseries, runs, latency, paths["power_timeline"], footnote)
+    phases_path = tables_dir / "phases.parquet"  # absent in tables built before schema 1.7
+    phases = (
+        pd.read_parquet(phases_path)
+        if phases_path.exists()
+        else PHASES_SCHEMA.empty_table().to_pandas()
+    )
+    phase_energy(runs, paths["phase_energy"], footnote)
+    phase_timeline(timeseries, phases, runs, paths["phase_timeline"], footnote)
+    energy_vs_latency(summary, paths["energy_vs_latency"], footnote)
     if summary["power_limit_w"].notna().any():
         paths["energy_vs_power_limit"] = out_dir / "energy_vs_power_limit.png"
         energy_vs_power_limit(summary, paths["energy_vs_power_limit"], footnote)

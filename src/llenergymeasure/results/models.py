@@ -7,8 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.results.phase_models import PhaseSplit, SteadyState
 
-SCHEMA_VERSION = "1.5.0"
+SCHEMA_VERSION = "1.7.0"
 
 
 class ResultModel(BaseModel):
@@ -27,6 +28,27 @@ class Stats(ResultModel):
     p99: float
     min: float
     max: float
+
+
+class EngineRequestTiming(ResultModel):
+    """The engine's own timestamps of one request, kept on the engine's clock (seconds).
+
+    Reported by the engine (TensorRT-LLM's per-request perf metrics), on its steady clock,
+    whose zero is not llem's: never compared with llem's timestamps. Only the differences
+    below, taken on this one clock, are durations.
+    """
+
+    clock: str = Field(..., description="The engine clock the times are on.")
+    arrival_s: float | None = Field(..., description="The request reached the engine.")
+    first_scheduled_s: float | None = Field(..., description="First scheduled by the engine.")
+    first_token_s: float | None = Field(..., description="First token produced.")
+    last_token_s: float | None = Field(..., description="Last token produced.")
+    queue_s: float | None = Field(
+        None, description="first_scheduled_s - arrival_s: the wait inside the engine."
+    )
+    ttft_s: float | None = Field(
+        None, description="first_token_s - arrival_s: the engine's own time to first token."
+    )
 
 
 class RequestResult(ResultModel):
@@ -63,6 +85,17 @@ class RequestResult(ResultModel):
     null_reason: str | None = Field(
         None, description="Why TTFT/latency are null (a request that yielded no token)."
     )
+    engine_timing: EngineRequestTiming | None = Field(
+        None,
+        description="The engine's own per-request timestamps, on its clock (tensorrt); "
+        "never mixed with the timestamps above.",
+    )
+    energy_j: float | None = Field(
+        None,
+        description="This request's share of the window energy (phases.request_energy_method);"
+        " the requests' shares sum to the window energy.",
+    )
+    energy_null_reason: str | None = Field(None, description="Why energy_j is null.")
 
 
 class TokenCounts(ResultModel):
@@ -429,6 +462,15 @@ class RunResult(ResultModel):
     gpu_settings: GpuSettingsRecord | None = None
     environment: dict[str, Any]
     warnings: list[str] = []
+    phases: PhaseSplit | None = Field(
+        None, description="The window split into prefill, decode and idle gaps, with energies."
+    )
+    steady_state: SteadyState | None = Field(
+        None, description="Continuous batching under load: the batch full, before it drains."
+    )
+    phases_null_reason: str | None = Field(
+        None, description="Why phases and steady_state are null (e.g. a multi-process run)."
+    )
     processes: list[ProcessSummary] = Field(
         [], description="Ranks of a multi-process run (empty for one process)."
     )

@@ -39,6 +39,7 @@ SUMMARY_COLUMNS = {
     "ci_confidence": "CI level",
     "output_tokens_per_s_mean": "tok/s",
     "high_variance": "high var",
+    "meets_slo": "meets SLO",
 }
 
 
@@ -97,7 +98,7 @@ def run_view(result: RunResult) -> Table:
     table = Table(title=f"run {result.run_id}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    settings = cfg.settings.model_dump(exclude_none=True, exclude={"vllm"})
+    settings = cfg.settings.model_dump(exclude_none=True, exclude={"vllm", "tensorrt"})
     rows = [
         ("model / backend", f"{cfg.model.name} ({cfg.model.source}) / {cfg.backend}"),
         ("settings", ", ".join(f"{k}={v}" for k, v in settings.items())),
@@ -135,6 +136,9 @@ def run_view(result: RunResult) -> Table:
         ]
     if cfg.settings.vllm:
         rows.insert(2, ("vllm", cfg.settings.vllm.model_dump_json(exclude_defaults=True)))
+    if cfg.settings.tensorrt:
+        trt = cfg.settings.tensorrt.model_dump_json(exclude_defaults=True)
+        rows.insert(2, ("tensorrt", trt))
     if result.flops:
         for f in [result.flops.primary, *result.flops.alternatives]:
             rows.append((f"FLOPs {f.method}", f"{cell(f.value)} ({f.confidence})"))
@@ -163,7 +167,7 @@ def failure_view(record: FailureRecord) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     cfg = record.config
-    settings = cfg.settings.model_dump(exclude_none=True, exclude={"vllm"})
+    settings = cfg.settings.model_dump(exclude_none=True, exclude={"vllm", "tensorrt"})
     for what, value in (
         ("model / backend", f"{cfg.model.name} ({cfg.model.source}) / {cfg.backend}"),
         ("settings", ", ".join(f"{k}={v}" for k, v in settings.items())),

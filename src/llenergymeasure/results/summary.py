@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llenergymeasure.config.models import AnalysisConfig
+from llenergymeasure.results.slo import SLO_FIELDS, slo_columns
 from llenergymeasure.results.stats import summarise
 from llenergymeasure.results.tables import RUNS_SCHEMA, SETTINGS_FIELDS
 
@@ -47,6 +48,7 @@ AXES = (
     "vllm_settings",
     "vllm_arrival",
     "vllm_request_rate",
+    "tensorrt_settings",
     "gpu_settings",
     "power_limit_w",
     "sm_clocks_mhz",
@@ -76,6 +78,7 @@ SUMMARY_SCHEMA = pa.schema(
         ],
         pa.field("high_variance", pa.bool_()),
         pa.field("high_variance_metrics", pa.list_(pa.string())),
+        *SLO_FIELDS,
     ]
 )
 
@@ -109,6 +112,7 @@ def summary_rows(runs: pd.DataFrame, analysis: AnalysisConfig) -> list[dict[str,
                 noisy.append(metric)
         row["high_variance"] = bool(noisy)
         row["high_variance_metrics"] = noisy
+        row.update(slo_columns(row, analysis.slo))
         rows.append(row)
     return rows
 

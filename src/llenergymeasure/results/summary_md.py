@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from llenergymeasure.results.phase_report import phase_lines, slo_lines
 from llenergymeasure.results.stats import BCA_MIN_N
 from llenergymeasure.results.summary import (
     ci_label,
@@ -223,6 +224,8 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
         }
     )
     lines += _optimum_lines(summary)
+    lines += slo_lines(summary)
+    lines += phase_lines(runs)
     lines += _failure_lines(failed)
     lines += [
         "",

@@ -18,6 +18,14 @@ from llenergymeasure.config.loader import hash_config_data
 from llenergymeasure.config.models import Settings
 from llenergymeasure.errors import LlemError
 from llenergymeasure.results.models import SCHEMA_VERSION
+from llenergymeasure.results.phase_tables import (
+    PHASE_RUN_FIELDS,
+    PHASES_SCHEMA,
+    REQUEST_ENERGY_FIELDS,
+    phase_rows,
+    phase_run_columns,
+    request_energy_columns,
+)
 from llenergymeasure.results.timeseries import TIMESERIES_SCHEMA
 
 
@@ -37,12 +45,15 @@ def _arrow_type(annotation: Any) -> pa.DataType:
 SETTINGS_FIELDS = [
     pa.field(n, _arrow_type(f.annotation))
     for n, f in Settings.model_fields.items()
-    if n not in ("vllm", "gpu")
+    if n not in ("vllm", "tensorrt", "gpu")
 ]
 VLLM_FIELDS = [
     pa.field("vllm_settings", pa.string()),  # the engine settings as JSON (vllm runs only)
     pa.field("vllm_arrival", pa.string()),
     pa.field("vllm_request_rate", pa.float64()),
+]
+TENSORRT_FIELDS = [
+    pa.field("tensorrt_settings", pa.string()),  # TensorRT-LLM settings as JSON (tensorrt only)
 ]
 GPU_FIELDS = [  # requested GPU operating point (settings.gpu), a configuration axis
     pa.field("gpu_settings", pa.string()),
@@ -90,6 +101,7 @@ RUNS_SCHEMA = pa.schema(
         pa.field("log", pa.string()),
         *SETTINGS_FIELDS,
         *VLLM_FIELDS,
+        *TENSORRT_FIELDS,
         *GPU_FIELDS,
         pa.field("applied_power_limit_w", pa.float64()),
         pa.field("applied_sm_clock_mhz", pa.float64()),
@@ -161,6 +173,7 @@ RUNS_SCHEMA = pa.schema(
         pa.field("config_hash", pa.string()),
         pa.field("schema_version", pa.string()),
         pa.field("warnings", pa.list_(pa.string())),
+        *PHASE_RUN_FIELDS,
     ]
 )
 
@@ -181,6 +194,10 @@ LATENCY_SCHEMA = pa.schema(
         pa.field("itl_excluded", pa.int64()),
         pa.field("cached_prompt_tokens", pa.int64()),
         pa.field("null_reason", pa.string()),
+        # the engine's own durations, on its clock (tensorrt), never mixed with llem's
+        pa.field("engine_queue_s", pa.float64()),
+        pa.field("engine_ttft_s", pa.float64()),
+        *REQUEST_ENERGY_FIELDS,
     ]
 )
 
@@ -211,6 +228,9 @@ def _config_columns(result: dict[str, Any]) -> dict[str, Any]:
         "vllm_settings": json.dumps(engine, sort_keys=True) if engine else None,
         "vllm_arrival": _get(engine, "arrival"),
         "vllm_request_rate": _get(engine, "request_rate"),
+        "tensorrt_settings": (
+            json.dumps(settings["tensorrt"], sort_keys=True) if settings.get("tensorrt") else None
+        ),
         **_gpu_columns(settings.get("gpu")),
         "prompts_source": cfg["prompts"]["source"],
         "device": cfg["measurement"]["device"],
@@ -330,6 +350,7 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "warnings": result.get("warnings", []),
     }
     row.update(_efficiency_columns(result))
+    row.update(phase_run_columns(result))
     latency = result["latency"]
     for quantity in LATENCY_QUANTITIES:
         for stat in STAT_NAMES:
@@ -376,6 +397,9 @@ def latency_rows(result: dict[str, Any]) -> Iterable[dict[str, Any]]:
             "itl_excluded": r.get("itl_excluded", 0),
             "cached_prompt_tokens": r.get("cached_prompt_tokens"),
             "null_reason": r.get("null_reason"),
+            "engine_queue_s": _get(r, "engine_timing", "queue_s"),
+            "engine_ttft_s": _get(r, "engine_timing", "ttft_s"),
+            **request_energy_columns(result, r),
         }
 
 
@@ -401,7 +425,7 @@ def read_result(path: Path) -> dict[str, Any]:
 
 
 def build_tables(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
-    """Write runs.parquet, latency.parquet and timeseries.parquet into `out_dir`.
+    """Write runs.parquet, latency.parquet, timeseries.parquet and phases.parquet.
 
     Args:
         result_paths: The runs' result.json files (their timeseries.parquet lie beside them).
@@ -410,16 +434,19 @@ def build_tables(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
     # Stream: keep only the rows, not 10,000 parsed results (the GC would walk them all).
     run_rows: list[dict[str, Any]] = []
     latency: list[dict[str, Any]] = []
+    phases: list[dict[str, Any]] = []
     for path in result_paths:
         result = read_result(path)
         run_rows.append(run_row(result))
         latency.extend(latency_rows(result))
+        phases.extend(phase_rows(result))
     run_rows.sort(key=lambda r: (r["model"], r["backend"], r["run_id"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "runs": out_dir / "runs.parquet",
         "latency": out_dir / "latency.parquet",
         "timeseries": out_dir / "timeseries.parquet",
+        "phases": out_dir / "phases.parquet",
     }
     runs = pa.Table.from_pylist(run_rows, schema=RUNS_SCHEMA)
     _write_table(runs, paths["runs"])
@@ -431,4 +458,5 @@ def build_tables(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
     combined = pa.concat_tables(timelines) if timelines else TIMESERIES_SCHEMA.empty_table()
     _write_table(combined, paths["timeseries"])
     _write_table(pa.Table.from_pylist(latency, schema=LATENCY_SCHEMA), paths["latency"])
+    _write_table(pa.Table.from_pylist(phases, schema=PHASES_SCHEMA), paths["phases"])
     return paths
