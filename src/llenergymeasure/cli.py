@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +17,7 @@ from llenergymeasure.errors import LlemError
 
 if TYPE_CHECKING:
     from llenergymeasure.config.models import ExperimentConfig
+    from llenergymeasure.measure.progress import Progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -92,7 +95,7 @@ def run(
     from llenergymeasure.quiet import quiet_third_party
 
     quiet_third_party()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _log_to_stderr()
     try:
         experiment = ExperimentConfig.model_validate_json(config.read_bytes())
     except (OSError, ValidationError) as e:
@@ -120,7 +123,7 @@ def run(
     progress = Progress()
     err.print(_headline(experiment), highlight=False)
     try:
-        with run_limits(experiment.measurement.max_run_s):
+        with run_limits(experiment.measurement.max_run_s), _live(progress):
             if experiment.settings.processes > 1:
                 from llenergymeasure.measure.multiprocess import run_ranks
 
@@ -196,6 +199,41 @@ def _in_container(
     inner += ["--log", str(log)] if log else []
     paths = [p for p in (config, out, baseline_cache, flops_profile, log) if p is not None]
     return run_in_container(experiment, inner, paths, out, log)
+
+
+def _log_to_stderr() -> None:
+    """Our log lines on stderr: plain in a log file, above the live display on a terminal."""
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=err, show_path=False)
+        logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", handlers=[handler])
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
+@contextmanager
+def _live(progress: Progress) -> Iterator[None]:
+    """On a terminal, a spinner line with the run's phase, where in it, and the time taken.
+
+    Nothing in a log file (the workflow's runs): the display exists only where someone
+    watches. It is redrawn twice a second by rich's own thread.
+    """
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.progress import Progress as Display
+    from rich.progress import ProgressColumn, SpinnerColumn, Task, TimeElapsedColumn
+    from rich.text import Text
+
+    class PhaseColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{progress.phase} {progress.detail}".strip())
+
+    columns = (SpinnerColumn(), PhaseColumn(), TimeElapsedColumn())
+    with Display(*columns, console=err, transient=True, refresh_per_second=2) as display:
+        display.add_task("run")
+        yield
 
 
 def _headline(run: ExperimentConfig) -> str:

@@ -14,9 +14,11 @@ class Progress:
         phase: start | load | cooldown | baseline | warmup | window | finish (| ranks).
         timings: Durations of the phases that completed, e.g. ``model_load_s``.
         started_s: `time.perf_counter()` when the run began.
+        detail: Where inside the phase (e.g. "batch 2 of at most 5"), for a live display.
     """
 
     phase: str = "start"
+    detail: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     started_s: float = field(default_factory=time.perf_counter)
 

@@ -157,7 +157,7 @@ def _protocol(
     baseline = idle_baseline(setup, sampler, measurement, baseline_cache, variant)
     barrier()  # every rank's baseline is done before any rank warms up
     progress.phase = sampler.phase = "warmup"
-    warmup = warm_up(backend, prompts, config.settings.batch_size, measurement)
+    warmup = warm_up(backend, prompts, config.settings.batch_size, measurement, progress)
     progress.timings["warmup_s"] = warmup.duration_s
     cache = backend.reset_caches()
     backend.reset_peak_device_memory()
@@ -171,13 +171,13 @@ def _protocol(
     meter.begin_window()
     t0 = time.perf_counter()
     perf_to_unix_s = time.time() - time.perf_counter()  # token times to the timeline's clock
-    passes = _window(backend, prompts, t0, measurement)
+    passes = _window(backend, prompts, t0, measurement, progress)
     t1 = time.perf_counter()
     window_s = t1 - t0
     window_end_unix_s = time.time()
     energy = meter.end_window()
     sampler.phase = "post"
-    progress.phase = "finish"
+    progress.phase, progress.detail = "finish", ""
     progress.timings["window_s"] = window_s
     return Observed(
         **vars(o),
@@ -201,17 +201,23 @@ def _protocol(
 
 
 def _window(
-    backend: Backend, prompts: list[PreparedPrompt], t0: float, measurement: MeasurementConfig
+    backend: Backend,
+    prompts: list[PreparedPrompt],
+    t0: float,
+    measurement: MeasurementConfig,
+    progress: Progress,
 ) -> list[list[RequestTiming]]:
     """Generate the prompt set, again and again until the window lasts `min_window_s`.
 
     Caches are reset between passes, so a pass never reuses the previous pass's prefills.
     """
+    progress.detail = f"pass 1: {len(prompts)} prompts"
     passes = [backend.run(prompts)]
     while (
         time.perf_counter() - t0 < measurement.min_window_s
         and len(passes) < measurement.max_window_passes
     ):
         backend.reset_caches()
+        progress.detail = f"pass {len(passes) + 1}: {len(prompts)} prompts (min_window_s)"
         passes.append(backend.run(prompts))
     return passes

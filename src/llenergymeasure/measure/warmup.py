@@ -9,6 +9,7 @@ import numpy as np
 
 from llenergymeasure.backends.base import Backend, PreparedPrompt
 from llenergymeasure.config.models import MeasurementConfig
+from llenergymeasure.measure.progress import Progress
 from llenergymeasure.results.models import Warmup
 
 
@@ -26,6 +27,7 @@ def warm_up(
     prompts: Sequence[PreparedPrompt],
     batch_size: int,
     measurement: MeasurementConfig,
+    progress: Progress | None = None,
 ) -> Warmup:
     """Generate the run's first batch again and again (all submitted at once) to warm up.
 
@@ -48,7 +50,9 @@ def warm_up(
     cv: float | None = None
     converged: bool | None = None
     start_s = time.perf_counter()
-    for _ in range(maximum if adaptive else minimum):
+    for index in range(maximum if adaptive else minimum):
+        if progress is not None:
+            progress.detail = f"batch {index + 1} of at most {maximum if adaptive else minimum}"
         t0 = time.perf_counter()
         timings = backend.run(batch, offline=True)
         elapsed_s = time.perf_counter() - t0

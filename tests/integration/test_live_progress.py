@@ -1,0 +1,59 @@
+"""`llem run` on a terminal shows its phase live; in a log file (the workflow's runs) not."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+
+from llenergymeasure.config import plan_campaign
+
+pytestmark = pytest.mark.slow
+
+
+def write_config(tmp_path, campaign) -> list[str]:
+    data = {
+        **campaign,
+        "grid": {},
+        "measurement": {"meter": "none", "warmup_batches": 2, "warmup_max_batches": 2},
+    }
+    (run,) = plan_campaign(data, "c.yaml").runs.values()
+    path = tmp_path / "config.json"
+    path.write_text(run.model_dump_json())
+    return [sys.executable, "-m", "llenergymeasure", "run", str(path), "--out", str(tmp_path)]
+
+
+def on_terminal(command: list[str]) -> str:
+    """Run `command` with a pseudo-terminal as stdout and stderr; everything it drew."""
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    child = subprocess.Popen(command, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert child.wait(timeout=600) == 0
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_terminal_shows_phase_and_progress_log_does_not(tmp_path, campaign, embedded_model):
+    command = write_config(tmp_path, campaign)
+    drawn = on_terminal(command)
+    assert "warmup batch 1 of at most 2" in drawn
+    assert "window pass 1: 2 prompts" in drawn
+    assert "tokens in" in drawn, "the headline figures still end the output"
+
+    (tmp_path / "result.json").unlink()
+    logged = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    assert "warmup batch" not in logged.stderr
+    assert "tokens in" in logged.stderr
