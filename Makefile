@@ -41,6 +41,7 @@ bench: setup
 	python bench/overhead.py all
 	python bench/sampler_overhead.py
 	python bench/tables.py
+	python bench/run_overhead.py
 
 # The CPU transformers image, llenergymeasure-transformers:<version>-cpu: its base made from
 # Debian's archive (mmdebstrap), every wheel from the package registry: no image registry.
