@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test bench plan images images-gpu clean-results
+.PHONY: setup demo test bench plan images images-gpu gpu-check gpu-wheels clean-results
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,18 @@ images: setup
 # The GPU images, from the vendors' images (needs their registries; run on a GPU host).
 images-gpu: setup
 	for backend in transformers vllm tensorrt; do llem image-build $$backend --variant gpu || exit 1; done
+
+# GPU acceptance (tests/gpu/check.sh): on an NVIDIA GPU machine, with its own Python (PYTHON=);
+# elsewhere it writes why it skipped, in seconds. Summary: results/gpu-check/<time>/summary.txt
+gpu-check:
+	bash tests/gpu/check.sh
+
+# The wheels gpu-check installs on a GPU machine that can fetch nothing (Python 3.12 image).
+gpu-wheels: setup
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --platform any \
+		-d build/gpu-wheels -r tests/gpu/requirements.txt
 
 clean-results:
 	rm -rf results/demo

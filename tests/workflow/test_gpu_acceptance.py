@@ -135,3 +135,24 @@ def test_the_script_end_to_end_on_a_fake_gpu(tmp_path, embedded_model, fake_nvml
         out / "tables" / "runs.parquet"
     ).exists()
     assert "== verdict" in (out / "acceptance.log").read_text()
+
+
+def test_make_gpu_check_skips_here_in_seconds_with_the_reason(tmp_path):
+    from tests.gpu.probe import gpu_reason
+
+    reason = gpu_reason()
+    if reason is None:
+        pytest.skip("this host has a GPU: make gpu-check runs for real here")
+    out = tmp_path / "check"
+    done = subprocess.run(
+        ["bash", str(REPO / "tests/gpu/check.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**__import__("os").environ, "PYTHON": sys.executable},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (out / "summary.txt").read_text()
+    assert f"skipped: {reason}" in summary
+    assert "no NVIDIA GPU" in summary
