@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test bench plan images images-gpu gpu-check gpu-wheels clean-results
+.PHONY: setup demo test bench plan images images-gpu gpu-check gpu-pack clean-results
 
 setup: $(VENV)/.installed
 
@@ -57,8 +57,12 @@ images-gpu: setup
 gpu-check:
 	bash tests/gpu/check.sh
 
-# The wheels gpu-check installs on a GPU machine that can fetch nothing (Python 3.12 image).
-gpu-wheels: setup
+# What gpu-check needs on a GPU machine that can fetch nothing (its Python 3.12 image): the
+# wheels it lacks (build/gpu-wheels, 22 MB) and the embedded model's config and tokenizer
+# (build/gpu-model, 3.5 MB; the weights do not fit what travels: random ones are made there).
+gpu-pack: setup
+	test -f resources/models/smollm2-135m/config.json || llem prepare-model smollm2-135m resources/models/smollm2-135m
+	python -c "from tests.gpu.random_model import pack; from pathlib import Path; pack(Path('resources/models/smollm2-135m'), Path('build/gpu-model'))"
 	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 		--platform manylinux2014_x86_64 --platform any \

