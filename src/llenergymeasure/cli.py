@@ -14,6 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from llenergymeasure.errors import LlemError
+from llenergymeasure.quiet import quiet_third_party
+
+# At import, not only in the commands: vLLM's engine processes are spawned, and a spawned
+# process imports the `llem` script (hence this module) before anything of vLLM's.
+quiet_third_party()
 
 if TYPE_CHECKING:
     from llenergymeasure.config.models import ExperimentConfig
@@ -92,9 +97,6 @@ def run(
     from pydantic import ValidationError
 
     from llenergymeasure.config.models import ExperimentConfig
-    from llenergymeasure.quiet import quiet_third_party
-
-    quiet_third_party()
     _log_to_stderr()
     try:
         experiment = ExperimentConfig.model_validate_json(config.read_bytes())
@@ -260,9 +262,6 @@ def run_rank_command(
     from llenergymeasure.config.models import ExperimentConfig
     from llenergymeasure.measure.failure import terminate_on_sigterm
     from llenergymeasure.measure.multiprocess import run_rank
-    from llenergymeasure.quiet import quiet_third_party
-
-    quiet_third_party()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(name)s %(message)s")
     terminate_on_sigterm()  # the launcher's SIGTERM unwinds the rank: its GPU is restored
     experiment = ExperimentConfig.model_validate_json(config.read_bytes())
@@ -317,9 +316,6 @@ def doctor(
 ) -> None:
     """Print what can be measured on this host, and why not where it cannot."""
     from llenergymeasure.doctor import probe_all
-    from llenergymeasure.quiet import quiet_third_party
-
-    quiet_third_party()
 
     if restore:
         from llenergymeasure.devices.gpu_control import restore_dir, restore_leftovers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -22,10 +23,16 @@ def quiet_third_party() -> None:
     - torchao's optional CUDA kernels ("Failed to load _C_mxfp8...") and torch's pytree
       registration notices are logged at WARNING: raised to ERROR.
     - Progress bars of weight loading are off (they fill log files with carriage returns).
+    - vLLM's notices that Triton has no CPU backend, and the FutureWarning its dispatcher
+      triggers in torch (`reduce_op` deprecated), say nothing about the run.
+
+    `llem`'s command module calls this when imported, so vLLM's spawned engine processes
+    (which import the `llem` script first) are quiet too.
     """
     if not _rocm_present():
         sys.modules.setdefault("amdsmi", None)  # type: ignore[arg-type]
-    for name in ("torchao", "torch.utils._pytree"):
+    for name in ("torchao", "torch.utils._pytree", "vllm.triton_utils.importing"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*reduce_op.* is deprecated", category=FutureWarning)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -187,3 +187,36 @@ def test_steady_state_of_a_full_batch_and_of_a_trickle(engine):
     assert trickle.null_reason is None and trickle.windows == 1
     assert trickle.saturation is not None and trickle.saturation < 0.85
     assert trickle.unsaturated is True
+
+
+NOISE = ("libamd_smi", "AMD GPU detected", "Failed to load", "_pytree", "reduce_op")
+
+
+def test_measure_log_of_the_llem_command_carries_no_third_party_noise(tmp_path, campaign):
+    """The workflow's `llem run`: its log, engine processes included, has none of the noise."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    warm = {"meter": "none", "warmup_batches": 1, "warmup_max_batches": 1, "baseline_s": 0}
+    config = config_for(
+        tmp_path,
+        {**campaign, "measurement": warm},
+        "vllm",
+        batch_size=2,
+        max_new_tokens=4,
+        vllm={"enforce_eager": True},
+    )
+    path = tmp_path / "config.json"
+    path.write_text(config.model_dump_json())
+    llem = Path(sys.executable).parent / "llem"
+    done = subprocess.run(
+        [str(llem), "run", str(path), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    log = done.stdout + done.stderr
+    assert "EngineCore" in log, "the engine's own processes wrote to this log"
+    assert [n for n in NOISE if n in log] == []
