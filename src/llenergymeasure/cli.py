@@ -97,6 +97,7 @@ def run(
     from pydantic import ValidationError
 
     from llenergymeasure.config.models import ExperimentConfig
+
     _log_to_stderr()
     try:
         experiment = ExperimentConfig.model_validate_json(config.read_bytes())
@@ -262,6 +263,7 @@ def run_rank_command(
     from llenergymeasure.config.models import ExperimentConfig
     from llenergymeasure.measure.failure import terminate_on_sigterm
     from llenergymeasure.measure.multiprocess import run_rank
+
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(name)s %(message)s")
     terminate_on_sigterm()  # the launcher's SIGTERM unwinds the rank: its GPU is restored
     experiment = ExperimentConfig.model_validate_json(config.read_bytes())

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from llenergymeasure.config.loader import default_image
+from tests.workflow.test_snakemake import snakemake
 
 REPO = Path(__file__).parents[2]
 IMAGE = default_image("transformers", "cpu", "podman")
@@ -36,34 +37,6 @@ def need_image() -> None:
     need(shutil.which("podman") is not None, "podman is not installed")
     found = subprocess.run(["podman", "image", "exists", IMAGE], check=False)
     need(found.returncode == 0, f"image {IMAGE} is not built (make images)")
-
-
-def snakemake(workdir: Path, campaign: Path, *args: str, path: str | None = None):
-    env = {**os.environ, "PATH": path or f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "workflow" / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(campaign),
-            "--cores",
-            "2",
-            "--resources",
-            "device_slot=1",
-            "--keep-going",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
 
 
 def write_campaign(path: Path, name: str, **containers) -> Path:

@@ -19,8 +19,11 @@ REPO = Path(__file__).parents[2]
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, campaign: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+def snakemake(
+    workdir: Path, campaign: Path, *args: str, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Real snakemake on `campaign` in `workdir`; `path`: its PATH (default: this venv first)."""
+    env = {**os.environ, "PATH": path or f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run(
         [
             sys.executable,

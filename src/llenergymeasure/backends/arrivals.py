@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -37,3 +38,19 @@ def arrival_offsets_s(engine: ArrivalSettings, count: int) -> list[float]:
         offsets.append(t)
         t += rng.expovariate(engine.request_rate)
     return offsets
+
+
+def submission_offsets_s(
+    engine: ArrivalSettings,
+    count: int,
+    *,
+    offline: bool = False,
+    given: Sequence[float] | None = None,
+) -> list[float]:
+    """Offsets at which a pass submits its requests (seconds after its start).
+
+    All at once when `offline` (warmup), else `given` or the engine's arrival schedule.
+    """
+    if offline:
+        return [0.0] * count
+    return list(given or arrival_offsets_s(engine, count))

@@ -26,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.backends.arrivals import arrival_offsets_s
+from llenergymeasure.backends.arrivals import submission_offsets_s
 from llenergymeasure.backends.base import CacheState, EngineTiming, PreparedPrompt, RequestTiming
 from llenergymeasure.backends.tokenize import eos_token_ids, prepare_prompts
 from llenergymeasure.backends.vllm import generation_config
@@ -267,10 +267,9 @@ class TensorrtBackend:
             offline: Submit all at once whatever the run's `arrival` (warmup).
             arrival_offsets: Submission offsets in seconds (default: the run's `arrival`).
         """
-        if offline:
-            offsets = [0.0] * len(prompts)
-        else:
-            offsets = list(arrival_offsets or arrival_offsets_s(self.engine_settings, len(prompts)))
+        offsets = submission_offsets_s(
+            self.engine_settings, len(prompts), offline=offline, given=arrival_offsets
+        )
         return self.loop.run_until_complete(self._run_all(prompts, offsets))
 
     def reset_caches(self) -> CacheState:

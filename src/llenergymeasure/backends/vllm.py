@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
-from llenergymeasure.backends.arrivals import arrival_offsets_s
+from llenergymeasure.backends.arrivals import arrival_offsets_s, submission_offsets_s
 from llenergymeasure.backends.base import CacheState, PreparedPrompt, RequestTiming
 from llenergymeasure.backends.tokenize import eos_token_ids, prepare_prompts
 from llenergymeasure.config.models import ExperimentConfig, VllmSettings
@@ -149,10 +149,9 @@ class VllmBackend:
             offline: Submit all at once whatever the run's `arrival` (warmup).
             arrival_offsets: Submission offsets in seconds (default: the run's `arrival`).
         """
-        if offline:
-            offsets = [0.0] * len(prompts)
-        else:
-            offsets = list(arrival_offsets or arrival_offsets_s(self.engine_settings, len(prompts)))
+        offsets = submission_offsets_s(
+            self.engine_settings, len(prompts), offline=offline, given=arrival_offsets
+        )
         return self.loop.run_until_complete(self._run_all(prompts, offsets))
 
     def prefix_caching(self) -> bool:
