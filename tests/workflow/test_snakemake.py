@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from llenergymeasure.config import load_campaign
+
 REPO = Path(__file__).parents[2]
 pytestmark = pytest.mark.slow
 
@@ -237,6 +239,10 @@ def test_a_failed_run_is_a_row_and_the_campaign_still_gets_its_tables(tmp_path, 
             {"backends": ["tensorrt"]},
             "measurement.device: backend tensorrt needs measurement.device cuda, not 'cpu'",
         ),
+        (
+            {"backends": ["vllm"], "python_envs": {"vllm": "./no-such-venv"}},
+            "python_envs.vllm: './no-such-venv' has no bin/llem",
+        ),
     ],
 )
 def test_bad_campaign_fails_at_dry_run_with_one_line(tmp_path, change, expected):
@@ -298,3 +304,42 @@ def test_a_killed_workflow_resumes_after_unlock_and_keeps_what_finished(tmp_path
         "no half-written (temporary) file remains"
     )
     assert len(pd.read_parquet(tmp_path / "results/wf/tables/runs.parquet")) == 2
+
+
+VLLM_ENV = REPO / ".venv-vllm"
+
+
+@pytest.mark.skipif(
+    not (VLLM_ENV / "bin" / "llem").is_file(), reason="no .venv-vllm (make setup builds it)"
+)
+def test_a_backend_measured_in_its_own_python_environment(tmp_path, embedded_model):
+    """vLLM's runs use .venv-vllm's llem (python_envs); the rest and the tables, the workflow's."""
+    vllm_run = {"backend": "vllm", "batch_size": 2, "vllm": {"enforce_eager": True}}
+    base = write_campaign(tmp_path / "base.yaml", grid={"batch_size": [1]}, experiments=[vllm_run])
+    campaign = write_campaign(
+        tmp_path / "campaign.yaml",
+        grid={"batch_size": [1]},
+        experiments=[vllm_run],
+        python_envs={"vllm": str(VLLM_ENV)},
+    )
+    planned = snakemake(tmp_path, campaign, "-n", "-p")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert f"{VLLM_ENV}/bin/llem run" in planned.stdout
+
+    result = snakemake(tmp_path, campaign)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {}
+    for path in (tmp_path / "results/wf/runs").glob("*/result.json"):
+        data = json.loads(path.read_text())
+        assert data["status"] == "succeeded", data.get("failure_message")
+        runs[data["config"]["backend"]] = data
+    vllm, transformers = runs["vllm"], runs["transformers"]
+    assert Path(vllm["environment"]["python_prefix"]) == VLLM_ENV
+    assert vllm["environment"]["backend"]["vllm"]  # the version that ran, from that env
+    assert Path(transformers["environment"]["python_prefix"]) == Path(sys.prefix)
+    table = pd.read_parquet(tmp_path / "results/wf/tables/runs.parquet")
+    assert sorted(table["backend"]) == ["transformers", "vllm"]
+
+    # where a run is measured is not part of its id: without the key, the same run ids
+    ids = {p.parent.name for p in (tmp_path / "results/wf/runs").glob("*/result.json")}
+    assert set(load_campaign(base).runs) == ids

@@ -2,7 +2,12 @@
 import sys
 
 from llenergymeasure.config import RUN_ID_PATTERN, load_campaign, model_slug
-from llenergymeasure.config.loader import container_lines, figure_names, gpus_needed
+from llenergymeasure.config.loader import (
+    container_lines,
+    figure_names,
+    gpus_needed,
+    llem_command,
+)
 from llenergymeasure.config.order import run_priorities
 from llenergymeasure.embedded import EMBEDDED_MODELS, prepared_path
 from llenergymeasure.errors import ConfigError
@@ -55,6 +60,8 @@ def per_run(value_of):
 FLOPS_INPUT = per_run(lambda run: f"{OUT}/flops/{model_slug(run.model)}.json")
 GPUS = per_run(gpus_needed)
 CONDA_ENV = per_run(lambda run: ENVS[run.backend])
+# The `llem` that measures a run: its backend's Python environment (python_envs), else ours.
+LLEM = per_run(llem_command)
 # Apptainer runs: Snakemake's own container directive (--software-deployment-method
 # apptainer); podman/docker runs are started by `llem run` itself (run.container).
 APPTAINER_IMAGE = per_run(

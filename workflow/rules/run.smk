@@ -38,6 +38,7 @@ rule measure:
         timeseries=f"{OUT}/runs/{{run_id}}/timeseries.parquet",
     params:
         baselines=f"{OUT}/baselines",
+        llem=LLEM,
     log:
         f"{OUT}/logs/measure/{{run_id}}.log",
     priority: lambda wildcards: PRIORITY[wildcards.run_id]
@@ -49,6 +50,6 @@ rule measure:
     container:
         APPTAINER_IMAGE
     shell:
-        "llem run {input.config} --out $(dirname {output.result})"
+        "{params.llem} run {input.config} --out $(dirname {output.result})"
         " --baseline-cache {params.baselines} --flops-profile {input.flops} --log {log}"
         " > {log} 2>&1"

@@ -93,6 +93,7 @@ def plan_campaign(data: dict[str, Any], source: str) -> Plan:
                 measurement=campaign.measurement,
                 repeat=repeat,
                 container=container_spec(campaign, backend),
+                python_env=python_env(campaign, backend, source),
             )
             problem = unsupported(run)
             if problem:
@@ -240,7 +241,7 @@ def _check_prompt_count(settings: Settings, prompts: ResolvedPrompts, source: st
 
 
 # Where a run executes and under which campaign name: recorded in results, not in its id.
-NOT_IDENTITY_KEYS = frozenset({"campaign", "container"})
+NOT_IDENTITY_KEYS = frozenset({"campaign", "container", "python_env"})
 # Settings added after results existed: left out of the id while null, so runs that do not
 # use them keep the ids they had (and their results stay valid).
 LATER_SETTINGS = frozenset({"tensorrt"})
@@ -294,6 +295,31 @@ def container_spec(campaign: Campaign, backend: str) -> ContainerSpec | None:
     return ContainerSpec(
         runtime=containers.runtime, image=image, run_args=tuple(containers.run_args)
     )
+
+
+def python_env(campaign: Campaign, backend: str, source: str) -> str | None:
+    """The absolute path of the Python environment that measures `backend`'s runs, or None.
+
+    Raises:
+        ConfigError: The environment has no `bin/llem`.
+    """
+    given = campaign.python_envs.get(backend)  # type: ignore[call-overload]
+    if given is None:
+        return None
+    path = Path(given).expanduser().absolute()
+    if not (path / "bin" / "llem").is_file():
+        raise ConfigError(
+            source,
+            f"python_envs.{backend}",
+            f"{given!r} has no bin/llem: build that environment first (make setup builds "
+            ".venv-vllm) or remove the key to use the workflow's own llem",
+        )
+    return str(path)
+
+
+def llem_command(run: ExperimentConfig) -> str:
+    """The `llem` that measures a run: its Python environment's, else the workflow's own."""
+    return f"{run.python_env}/bin/llem" if run.python_env else "llem"
 
 
 def container_lines(plan: Plan) -> list[str]:

