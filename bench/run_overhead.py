@@ -40,15 +40,17 @@ def demo_runs() -> dict[str, object]:
     return chosen
 
 
-def measure_once(run, work: Path, baselines: Path) -> dict[str, float]:
-    """One `llem run`, its wall time split into SEGMENTS (s)."""
+def measure_once(run, work: Path, cache: Path) -> dict[str, float]:
+    """One `llem run` (its backend's environment's, as the workflow's), split into SEGMENTS (s)."""
+    from llenergymeasure.config.loader import llem_command
+
     work.mkdir(parents=True)
     config = work / "config.json"
     config.write_text(run.model_dump_json())
     out = work / "run"
-    command = [sys.executable, "-m", "llenergymeasure", "run", str(config), "--out", str(out)]
+    command = [llem_command(run), "run", str(config), "--out", str(out)]
     started = time.time()
-    subprocess.run([*command, "--baseline-cache", str(baselines)], capture_output=True, check=True)
+    subprocess.run([*command, "--campaign-cache", str(cache)], capture_output=True, check=True)
     ended = time.time()
     result = json.loads((out / "result.json").read_text())
     t = result["timing"]
@@ -67,11 +69,11 @@ def main(repeats: int) -> None:
     runs = demo_runs()
     table: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        baselines = Path(tmp) / "baselines"
+        cache = Path(tmp) / "cache"
         for backend, run in runs.items():
-            measure_once(run, Path(tmp) / f"{backend}-fill", baselines)  # fills the cache
+            measure_once(run, Path(tmp) / f"{backend}-fill", cache)  # fills the cache
             samples = [
-                measure_once(run, Path(tmp) / f"{backend}-{i}", baselines) for i in range(repeats)
+                measure_once(run, Path(tmp) / f"{backend}-{i}", cache) for i in range(repeats)
             ]
             table[backend] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
     print(f"per-run wall time, median of {repeats} (s); fixed overhead = all but the window")

@@ -12,14 +12,17 @@ from llenergymeasure.config import ExperimentConfig
 
 
 def llem_run(
-    config: ExperimentConfig, work: Path, env: dict[str, str] | None = None
+    config: ExperimentConfig,
+    work: Path,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Write `config` to `work/config.json`, measure it into `work/run`, return result.json."""
     path = work / "config.json"
     path.write_text(config.model_dump_json())
     out = work / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "llenergymeasure", "run", str(path), "--out", str(out)],
+        [sys.executable, "-m", "llenergymeasure", "run", str(path), "--out", str(out), *args],
         env=env,
         capture_output=True,
         text=True,

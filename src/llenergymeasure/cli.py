@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,8 +80,12 @@ def resolve(campaign: Path, run_id: str, output: Path) -> None:
 def run(
     config: Path,
     out: Annotated[Path, typer.Option("--out", help="Run directory for result.json.")],
-    baseline_cache: Annotated[
-        Path | None, typer.Option(help="Directory caching idle baselines across runs.")
+    campaign_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory of what a campaign's runs share: idle baselines (baselines/) and "
+            "vLLM's inspection of the model's code (vllm-modelinfos/); never compiled graphs."
+        ),
     ] = None,
     flops_profile: Annotated[
         Path | None, typer.Option(help="calflops profile of the model (llem flops-profile).")
@@ -117,12 +122,17 @@ def run(
             experiment,
             config,
             out,
-            baseline_cache=baseline_cache,
+            campaign_cache=campaign_cache,
             flops_profile=flops_profile,
             log=log,
         )
         if code is not None:
             raise typer.Exit(code)
+    baseline_cache = campaign_cache / "baselines" if campaign_cache else None
+    if campaign_cache and experiment.backend == "vllm":
+        from llenergymeasure.backends.vllm import MODELINFO_DIR_ENV
+
+        os.environ.setdefault(MODELINFO_DIR_ENV, str(campaign_cache / "vllm-modelinfos"))
     progress = Progress()
     err.print(_headline(experiment), highlight=False)
     try:
@@ -173,7 +183,7 @@ def _in_container(
     config: Path,
     out: Path,
     *,
-    baseline_cache: Path | None,
+    campaign_cache: Path | None,
     flops_profile: Path | None,
     log: Path | None,
 ) -> int | None:
@@ -196,11 +206,11 @@ def _in_container(
             out,
             log,
         )
-    options = [("--baseline-cache", baseline_cache), ("--flops-profile", flops_profile)]
+    options = [("--campaign-cache", campaign_cache), ("--flops-profile", flops_profile)]
     inner = ["llem", "run", str(config), "--out", str(out)]
     inner += [arg for name, value in options if value for arg in (name, str(value))]
     inner += ["--log", str(log)] if log else []
-    paths = [p for p in (config, out, baseline_cache, flops_profile, log) if p is not None]
+    paths = [p for p in (config, out, campaign_cache, flops_profile, log) if p is not None]
     return run_in_container(experiment, inner, paths, out, log)
 
 

@@ -49,7 +49,14 @@ def probe_all() -> list[tuple[str, bool, str]]:
             ("vllm backend", True, f"vllm {vllm_version()} on {current_platform.device_type}")
         )
     except ImportError as e:
-        rows.append(("vllm backend", False, f"vllm is not importable: {e}"))
+        rows.append(
+            (
+                "vllm backend",
+                False,
+                f"vllm is not importable here ({e}); a campaign's python_envs can name the "
+                "environment that has it (CPU hosts: make setup builds .venv-vllm)",
+            )
+        )
     rows.append(_tensorrt_row())
     rows.append(_container_row())
     try:

@@ -142,7 +142,12 @@ def test_llem_run_with_one_sequence_and_fixed_output_length(tmp_path, campaign, 
         max_new_tokens=8,
         vllm={"enforce_eager": True, "ignore_eos": True},
     )
-    result = llem_run(config, tmp_path)
+    cache = tmp_path / "campaign-cache"
+    result = llem_run(config, tmp_path, args=("--campaign-cache", str(cache)))
+    # the campaign shares vLLM's inspection of its model code, and nothing else of vLLM's
+    shared = sorted(p.name for p in (cache / "vllm-modelinfos").iterdir())
+    assert shared and all(name.endswith("LlamaForCausalLM.json") for name in shared), shared
+    assert {p.name for p in cache.iterdir()} <= {"baselines", "vllm-modelinfos"}
     assert result["config"]["settings"]["vllm"]["max_num_seqs"] == 1
     # Prefix caching is off by default: the window computes every prefill itself.
     assert result["cache"]["prefix_caching"] is False

@@ -66,3 +66,26 @@ def test_poisson_arrivals_are_seeded_and_have_the_rate():
     # Exponential gaps: standard deviation equals the mean.
     assert statistics.stdev(gaps) == pytest.approx(statistics.mean(gaps), rel=0.1)
     assert arrival_offsets_s(VllmSettings(), 3) == [0.0, 0.0, 0.0]
+
+
+def test_a_run_shares_only_the_model_inspection_of_its_vllm_cache(tmp_path, monkeypatch):
+    from llenergymeasure.backends.vllm import MODELINFO_DIR_ENV, share_model_inspection
+
+    shared = tmp_path / "campaign" / "vllm-modelinfos"
+    monkeypatch.setenv(MODELINFO_DIR_ENV, str(shared))
+    root = tmp_path / "run-cache"
+    share_model_inspection(root)
+    assert (root / "modelinfos").resolve() == shared.resolve() and shared.is_dir()
+    (root / "modelinfos" / "m.json").write_text("{}")
+    (root / "torch_compile_cache").mkdir()  # the run's own
+    assert [p.name for p in shared.iterdir()] == ["m.json"]
+
+    own = tmp_path / "user-cache"  # a VLLM_CACHE_ROOT of the user's, with its own modelinfos
+    (own / "modelinfos").mkdir(parents=True)
+    share_model_inspection(own)
+    assert not (own / "modelinfos").is_symlink()
+
+    monkeypatch.delenv(MODELINFO_DIR_ENV)
+    alone = tmp_path / "alone"
+    share_model_inspection(alone)
+    assert not (alone / "modelinfos").exists()

@@ -37,7 +37,7 @@ rule measure:
         result=f"{OUT}/runs/{{run_id}}/result.json",
         timeseries=f"{OUT}/runs/{{run_id}}/timeseries.parquet",
     params:
-        baselines=f"{OUT}/baselines",
+        cache=f"{OUT}/cache",
         llem=LLEM,
     log:
         f"{OUT}/logs/measure/{{run_id}}.log",
@@ -51,5 +51,5 @@ rule measure:
         APPTAINER_IMAGE
     shell:
         "{params.llem} run {input.config} --out $(dirname {output.result})"
-        " --baseline-cache {params.baselines} --flops-profile {input.flops} --log {log}"
+        " --campaign-cache {params.cache} --flops-profile {input.flops} --log {log}"
         " > {log} 2>&1"

@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from llenergymeasure.backends.arrivals import arrival_offsets_s, submission_offsets_s
@@ -31,11 +32,29 @@ ENGINE_FIELDS = (
     "tensor_parallel_size",
     "quantization",
 )
+# The campaign's directory of vLLM's model-inspection cache (llem run --campaign-cache sets it).
+MODELINFO_DIR_ENV = "LLEM_VLLM_MODELINFO_DIR"
 CPU_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache on CPU; vLLM's default is far larger
     "VLLM_NO_USAGE_STATS": "1",
     "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
 }
+
+
+def share_model_inspection(cache_root: Path) -> None:
+    """Point the run's vLLM cache's `modelinfos` at the campaign's ($LLEM_VLLM_MODELINFO_DIR).
+
+    vLLM inspects its model class in a subprocess (≈ 6 s here) unless `modelinfos` holds the
+    answer, keyed by the hash of vLLM's model code: facts about the code, not about a run.
+    Only that is shared; each run keeps its own cache root, so no compiled graph is.
+    """
+    shared = os.environ.get(MODELINFO_DIR_ENV)
+    link = cache_root / "modelinfos"
+    if not shared or link.exists() or link.is_symlink():
+        return
+    Path(shared).mkdir(parents=True, exist_ok=True)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(Path(shared).resolve(), target_is_directory=True)
 
 
 def is_vllm_available() -> bool:
@@ -87,6 +106,7 @@ class VllmBackend:
             for key, value in CPU_ENV.items():
                 os.environ.setdefault(key, value)
         os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="llem-vllm-cache-"))
+        share_model_inspection(Path(os.environ["VLLM_CACHE_ROOT"]))
         kwargs = engine_arguments(self.config)
         known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
         unknown = sorted(set(kwargs) - known)
