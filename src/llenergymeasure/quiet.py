@@ -24,7 +24,9 @@ def quiet_third_party() -> None:
       registration notices are logged at WARNING: raised to ERROR.
     - Progress bars of weight loading are off (they fill log files with carriage returns).
     - vLLM's notices that Triton has no CPU backend, and the FutureWarning its dispatcher
-      triggers in torch (`reduce_op` deprecated), say nothing about the run.
+      triggers in torch (`reduce_op` deprecated), say nothing about the run; nor do vLLM's
+      INFO lines (engine configuration and shutdown steps, ~40 a run: the result records the
+      settings): vLLM logs from WARNING up (its performance hints stay).
 
     `llem`'s command module calls this when imported, so vLLM's spawned engine processes
     (which import the `llem` script first) are quiet too.
@@ -35,4 +37,5 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*reduce_op.* is deprecated", category=FutureWarning)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

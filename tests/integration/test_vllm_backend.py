@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -228,3 +229,5 @@ def test_measure_log_of_the_llem_command_carries_no_third_party_noise(tmp_path, 
     log = done.stdout + done.stderr
     assert "EngineCore" in log, "the engine's own processes wrote to this log"
     assert [n for n in NOISE if n in log] == []
+    assert not re.search(r"\) INFO \d", log), "vLLM's INFO lines are off; its warnings stay"
+    assert "Loading safetensors checkpoint shards" not in log

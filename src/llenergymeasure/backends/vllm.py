@@ -74,6 +74,7 @@ def engine_arguments(config: ExperimentConfig) -> dict[str, Any]:
         "max_num_seqs": config.settings.batch_size,
         "seed": config.settings.seed or 0,
         "disable_log_stats": True,
+        "use_tqdm_on_load": False,  # a progress bar of carriage returns in the log file
     }
     for name in ENGINE_FIELDS:
         value = getattr(engine, name)
