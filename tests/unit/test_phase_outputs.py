@@ -15,6 +15,8 @@ from llenergymeasure.config.loader import figure_names
 from llenergymeasure.config.models import AnalysisConfig, SloConfig
 from llenergymeasure.errors import ConfigError
 from llenergymeasure.results.figures import build_figures
+from llenergymeasure.results.models import RequestResult, RunResult
+from llenergymeasure.results.phase_models import PhaseSplit, SteadyState
 from llenergymeasure.results.phase_report import phase_lines
 from llenergymeasure.results.phase_tables import (
     PHASES_SCHEMA,
@@ -223,26 +225,39 @@ def test_pareto_front_keeps_points_no_other_beats_on_both():
     assert list(energy_latency_front(points, "lat", "e").index) == [2, 0, 1]
 
 
-RESULT = {
-    "run_id": "r",
-    "schema_version": "1.7.0",
-    "phases": {
-        "method": "token_events",
-        "energy_method": "nvml_counter: ...",
-        "energy_null_reason": None,
-        "prefill": {"duration_s": 1.0, "energy_j": 10.0, "energy_per_token_j": 0.1},
-        "decode": {"duration_s": 3.0, "energy_j": 20.0, "energy_per_token_j": 0.2},
-        "idle": {"duration_s": 0.5, "energy_j": 1.0},
-        "conservation_error_j": 0.0,
-        "mixed_prefill_steps": 3,
-        "request_energy_method": "each interval",
-        "intervals": [
-            {"phase": "prefill", "start_t_window_s": 0.0, "end_t_window_s": 1.0}
-            | {"energy_j": 10.0, "output_tokens": 2}
-        ],
-    },
-    "steady_state": {"null_reason": None, "duration_s": 2.0, "short": True},
-}
+RESULT = RunResult.model_construct(  # only the fields the phase columns read
+    run_id="r",
+    schema_version="1.7.0",
+    phases=PhaseSplit.model_validate(
+        {
+            "method": "token_events",
+            "energy_method": "nvml_counter: ...",
+            "energy_null_reason": None,
+            "prefill": {
+                "duration_s": 1.0,
+                "stretches": 1,
+                "energy_j": 10.0,
+                "energy_per_token_j": 0.1,
+            },
+            "decode": {
+                "duration_s": 3.0,
+                "stretches": 1,
+                "energy_j": 20.0,
+                "energy_per_token_j": 0.2,
+            },
+            "idle": {"duration_s": 0.5, "stretches": 1, "energy_j": 1.0},
+            "conservation_error_j": 0.0,
+            "mixed_prefill_steps": 3,
+            "step_merge_s": 0.001,
+            "request_energy_method": "each interval",
+            "intervals": [
+                {"phase": "prefill", "start_t_window_s": 0.0, "end_t_window_s": 1.0}
+                | {"energy_j": 10.0, "output_tokens": 2}
+            ],
+        }
+    ),
+    steady_state=SteadyState(null_reason=None, duration_s=2.0, short=True),
+)
 
 
 def test_phase_columns_of_a_result_and_of_an_older_one():
@@ -251,14 +266,17 @@ def test_phase_columns_of_a_result_and_of_an_older_one():
     assert columns["mixed_prefill_steps"] == 3 and columns["steady_state_short"] is True
     assert columns["phase_null_reason"] is None
     assert list(phase_rows(RESULT))[0]["run_id"] == "r"
-    request = request_energy_columns(RESULT, {"energy_j": 1.5, "energy_null_reason": None})
+    request = request_energy_columns(
+        RESULT, RequestResult.model_construct(energy_j=1.5, energy_null_reason=None)
+    )
     assert request == {
         "energy_j": 1.5,
         "energy_method": "each interval",
         "energy_null_reason": None,
     }
-    old = {"run_id": "o", "schema_version": "1.5.0"}
+    old = RunResult.model_construct(run_id="o", schema_version="1.5.0")  # no phases key
     reason = phase_run_columns(old)["phase_null_reason"]
     assert "schema 1.5.0" in reason and "predates the phase split" in reason
-    assert request_energy_columns(old, {})["energy_null_reason"] == reason
+    no_energy = RequestResult.model_construct()  # no energy_j key, as before schema 1.7
+    assert request_energy_columns(old, no_energy)["energy_null_reason"] == reason
     assert list(phase_rows(old)) == []

@@ -7,6 +7,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from llenergymeasure.results.arrow_fields import arrow_fields
+from llenergymeasure.results.models import RequestResult, RunResult
+from llenergymeasure.results.phase_models import PhaseInterval
+
 PHASE_RUN_FIELDS = [
     pa.field("phase_method", pa.string()),
     pa.field("phase_energy_method", pa.string()),
@@ -41,83 +45,73 @@ REQUEST_ENERGY_FIELDS = [
     pa.field("energy_null_reason", pa.string()),
 ]
 PHASES_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("phase", pa.string(), nullable=False),
-        pa.field("start_t_window_s", pa.float64(), nullable=False),
-        pa.field("end_t_window_s", pa.float64(), nullable=False),
-        pa.field("energy_j", pa.float64()),
-        pa.field("output_tokens", pa.int64()),
-    ]
+    [pa.field("run_id", pa.string(), nullable=False), *arrow_fields(PhaseInterval)]
 )
 """tables/phases.parquet: one row per stretch of one phase of a run's window."""
 
 
-def _old(result: dict[str, Any]) -> str:
+def _old(result: RunResult) -> str:
     return (
-        f"the result (schema {result.get('schema_version')}) predates the phase split "
+        f"the result (schema {result.schema_version}) predates the phase split "
         "(schema 1.7): measure the run again"
     )
 
 
-def phase_run_columns(result: dict[str, Any]) -> dict[str, Any]:
+def phase_run_columns(result: RunResult) -> dict[str, Any]:
     """The phase and steady-state columns of a result's runs.parquet row."""
-    phases = result.get("phases")
-    steady = result.get("steady_state") or {}
-    null_reason = result.get("phases_null_reason") or (None if "phases" in result else _old(result))
+    phases, steady = result.phases, result.steady_state
+    recorded = "phases" in result.model_fields_set  # null from 1.7 on, absent before
+    null_reason = result.phases_null_reason or (None if recorded else _old(result))
     columns: dict[str, Any] = {
         "phase_null_reason": null_reason,
-        "steady_state_null_reason": steady.get("null_reason") or null_reason,
+        "steady_state_null_reason": (steady.null_reason if steady else None) or null_reason,
     }
     if phases:
-        prefill, decode, idle = phases["prefill"], phases["decode"], phases["idle"]
+        prefill, decode, idle = phases.prefill, phases.decode, phases.idle
         columns |= {
-            "phase_method": phases["method"],
-            "phase_energy_method": phases.get("energy_method"),
-            "phase_null_reason": phases.get("energy_null_reason"),
-            "prefill_s": prefill["duration_s"],
-            "decode_s": decode["duration_s"],
-            "idle_gap_s": idle["duration_s"],
-            "prefill_energy_j": prefill.get("energy_j"),
-            "decode_energy_j": decode.get("energy_j"),
-            "idle_gap_energy_j": idle.get("energy_j"),
-            "prefill_energy_uncertainty_j": prefill.get("alignment_uncertainty_j"),
-            "decode_energy_uncertainty_j": decode.get("alignment_uncertainty_j"),
-            "prefill_energy_per_input_token_j": prefill.get("energy_per_token_j"),
-            "decode_energy_per_output_token_j": decode.get("energy_per_token_j"),
-            "phase_conservation_error_j": phases.get("conservation_error_j"),
-            "mixed_prefill_steps": phases.get("mixed_prefill_steps"),
-            "request_energy_method": phases.get("request_energy_method"),
+            "phase_method": phases.method,
+            "phase_energy_method": phases.energy_method,
+            "phase_null_reason": phases.energy_null_reason,
+            "prefill_s": prefill.duration_s,
+            "decode_s": decode.duration_s,
+            "idle_gap_s": idle.duration_s,
+            "prefill_energy_j": prefill.energy_j,
+            "decode_energy_j": decode.energy_j,
+            "idle_gap_energy_j": idle.energy_j,
+            "prefill_energy_uncertainty_j": prefill.alignment_uncertainty_j,
+            "decode_energy_uncertainty_j": decode.alignment_uncertainty_j,
+            "prefill_energy_per_input_token_j": prefill.energy_per_token_j,
+            "decode_energy_per_output_token_j": decode.energy_per_token_j,
+            "phase_conservation_error_j": phases.conservation_error_j,
+            "mixed_prefill_steps": phases.mixed_prefill_steps,
+            "request_energy_method": phases.request_energy_method,
         }
     if steady:
         columns |= {
-            "steady_state_s": steady.get("duration_s"),
-            "steady_state_mean_running": steady.get("mean_running"),
-            "steady_state_saturation": steady.get("saturation"),
-            "steady_state_output_tokens": steady.get("output_tokens"),
-            "steady_state_energy_j": steady.get("energy_j"),
-            "steady_state_energy_per_output_token_j": steady.get("energy_per_output_token_j"),
-            "steady_state_energy_null_reason": steady.get("energy_null_reason"),
-            "steady_state_short": steady.get("short"),
-            "steady_state_unsaturated": steady.get("unsaturated"),
+            "steady_state_s": steady.duration_s,
+            "steady_state_mean_running": steady.mean_running,
+            "steady_state_saturation": steady.saturation,
+            "steady_state_output_tokens": steady.output_tokens,
+            "steady_state_energy_j": steady.energy_j,
+            "steady_state_energy_per_output_token_j": steady.energy_per_output_token_j,
+            "steady_state_energy_null_reason": steady.energy_null_reason,
+            "steady_state_short": steady.short,
+            "steady_state_unsaturated": steady.unsaturated,
         }
     return columns
 
 
-def request_energy_columns(result: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+def request_energy_columns(result: RunResult, request: RequestResult) -> dict[str, Any]:
     """The energy columns of one latency.parquet row."""
-    phases = result.get("phases")
-    reason = request.get("energy_null_reason")
-    if "energy_j" not in request:
-        reason = _old(result)
+    recorded = "energy_j" in request.model_fields_set  # from schema 1.7 on
     return {
-        "energy_j": request.get("energy_j"),
-        "energy_method": phases.get("request_energy_method") if phases else None,
-        "energy_null_reason": reason,
+        "energy_j": request.energy_j,
+        "energy_method": result.phases.request_energy_method if result.phases else None,
+        "energy_null_reason": request.energy_null_reason if recorded else _old(result),
     }
 
 
-def phase_rows(result: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    """tables/phases.parquet rows of a result (none for a failure or an older result)."""
-    for interval in (result.get("phases") or {}).get("intervals", []):
-        yield {"run_id": result["run_id"], **interval}
+def phase_rows(result: RunResult) -> Iterable[dict[str, Any]]:
+    """tables/phases.parquet rows of a result (none for an older result)."""
+    for interval in result.phases.intervals if result.phases else []:
+        yield {"run_id": result.run_id, **interval.model_dump()}

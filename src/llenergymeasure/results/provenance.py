@@ -10,8 +10,8 @@ from typing import Any
 
 from llenergymeasure import __version__
 from llenergymeasure.environment import git_state
-from llenergymeasure.results.io import write_text_atomic
-from llenergymeasure.results.models import SCHEMA_VERSION
+from llenergymeasure.results.io import read_result, write_text_atomic
+from llenergymeasure.results.models import SCHEMA_VERSION, FailureRecord
 
 
 def campaign_provenance(campaign_file: Path, result_paths: list[Path]) -> dict[str, Any]:
@@ -24,9 +24,9 @@ def campaign_provenance(campaign_file: Path, result_paths: list[Path]) -> dict[s
     failures: dict[str, int] = {}
     images: dict[str, dict[str, Any]] = {}
     for path in result_paths:
-        result = json.loads(Path(path).read_bytes())
-        env = result["environment"]
-        schemas.add(result["schema_version"])
+        result = read_result(path)
+        env, backend = result.environment, result.config.backend  # environment: a plain mapping
+        schemas.add(result.schema_version)
         hosts.add(env["host"])
         container = env.get("container") or {}
         if container.get("image"):
@@ -39,21 +39,21 @@ def campaign_provenance(campaign_file: Path, result_paths: list[Path]) -> dict[s
                     "backends": [],
                 },
             )
-            if result["config"]["backend"] not in images[container["image"]]["backends"]:
-                images[container["image"]]["backends"].append(result["config"]["backend"])
-        if result.get("status") == "failed":
-            failures[result["failure_class"]] = failures.get(result["failure_class"], 0) + 1
+            if backend not in images[container["image"]]["backends"]:
+                images[container["image"]]["backends"].append(backend)
+        if isinstance(result, FailureRecord):
+            failures[result.failure_class] = failures.get(result.failure_class, 0) + 1
             continue
         software = {**env.get("packages", {}), **env.get("backend", {}), "python": env["python"]}
-        seen = environments.setdefault(result["config"]["backend"], [])
+        seen = environments.setdefault(backend, [])
         if software not in seen:
             seen.append(software)
         devices.add(f"{env['host']}: cpu {env['cpu_model']}")
         for gpu in env.get("gpus", []):
             devices.add(f"{env['host']}: gpu {gpu}")
-        devices.update(f"{env['host']}: energy {d}" for d in result["energy"]["devices"])
-        confidence = result["energy"]["confidence"]
-        meters.add(f"{result['energy']['method']} ({confidence or 'no energy measured'})")
+        devices.update(f"{env['host']}: energy {d}" for d in result.energy.devices)
+        confidence = result.energy.confidence
+        meters.add(f"{result.energy.method} ({confidence or 'no energy measured'})")
     return {
         "campaign_file": str(campaign_file),
         "campaign_sha256": hashlib.sha256(campaign_file.read_bytes()).hexdigest(),
