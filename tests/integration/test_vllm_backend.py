@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -144,7 +145,9 @@ def test_llem_run_with_one_sequence_and_fixed_output_length(tmp_path, campaign, 
         vllm={"enforce_eager": True, "ignore_eos": True},
     )
     cache = tmp_path / "campaign-cache"
-    result = llem_run(config, tmp_path, args=("--campaign-cache", str(cache)))
+    # as the workflow starts it: not with the cache root the in-process engine fixture set here
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_CACHE_ROOT"}
+    result = llem_run(config, tmp_path, env=env, args=("--campaign-cache", str(cache)))
     # the campaign shares vLLM's inspection of its model code, and nothing else of vLLM's
     shared = sorted(p.name for p in (cache / "vllm-modelinfos").iterdir())
     assert shared and all(name.endswith("LlamaForCausalLM.json") for name in shared), shared
