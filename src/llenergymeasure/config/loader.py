@@ -335,23 +335,26 @@ def container_lines(plan: Plan) -> list[str]:
     ]
 
 
+# The figures every campaign gets (results/figures.py draws them).
+FIGURES = (
+    "energy_vs_batch",
+    "throughput_vs_energy",
+    "latency_distributions",
+    "power_timeline",
+    "phase_energy",
+    "phase_timeline",
+    "energy_vs_latency",
+)
+
+
 def figure_names(plan: Plan) -> tuple[str, ...]:
     """The figures a campaign gets: seven always, and the power-limit one where it sets one.
 
     `energy_vs_power_limit` is drawn for campaigns that set `settings.gpu.power_limit_w`.
     `energy_vs_latency` draws `analysis.slo`'s targets where the campaign sets them.
     """
-    names = (
-        "energy_vs_batch",
-        "throughput_vs_energy",
-        "latency_distributions",
-        "power_timeline",
-        "phase_energy",
-        "phase_timeline",
-        "energy_vs_latency",
-    )
     capped = any(run.settings.gpu and run.settings.gpu.power_limit_w for run in plan.runs.values())
-    return (*names, "energy_vs_power_limit") if capped else names
+    return (*FIGURES, "energy_vs_power_limit") if capped else FIGURES
 
 
 def gpus_needed(run: ExperimentConfig) -> int:

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from llenergymeasure.config.loader import FIGURES  # noqa: E402
 from llenergymeasure.results.phase_figures import (  # noqa: E402
     energy_vs_latency,
     phase_energy,
@@ -332,18 +333,7 @@ def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
     footnote = f"{failed} failed run{plural} left out (see summary.md)" if failed else ""
     latency = pd.read_parquet(tables_dir / "latency.parquet")
     timeseries = pd.read_parquet(tables_dir / "timeseries.parquet")
-    paths = {
-        name: out_dir / f"{name}.png"
-        for name in (
-            "energy_vs_batch",
-            "throughput_vs_energy",
-            "latency_distributions",
-            "power_timeline",
-            "phase_energy",
-            "phase_timeline",
-            "energy_vs_latency",
-        )
-    }
+    paths = {name: out_dir / f"{name}.png" for name in FIGURES}
     energy_vs_batch(summary, paths["energy_vs_batch"], footnote)
     throughput_vs_energy(summary, paths["throughput_vs_energy"], footnote)
     latency_distributions(latency, runs, paths["latency_distributions"], footnote)
