@@ -50,6 +50,7 @@ def test_dtype_by_quantization_grid_runs_with_flops_and_normalised_columns(
         ("precision_factor", "double"),
         ("flops_method", "string"),
         ("flops_confidence", "string"),
+        ("flops_architecture_scaled_by_calflops_ratio", "double"),
         ("theoretical_flops", "double"),
         ("tokens_per_effective_pflop", "double"),
         ("tokens_per_joule", "double"),
@@ -66,9 +67,9 @@ def test_dtype_by_quantization_grid_runs_with_flops_and_normalised_columns(
     assert (quantized.weights_precision == "int8").all() and (quantized.weight_bits == 8).all()
     assert (runs.flops_method == "architecture").all() and (runs.flops_confidence == "high").all()
     assert (runs.flops_parameter_estimate > 0).all()
-    # calflops scales the full-square figure (prefill attention over the whole L x L square, as
-    # eager kernels and calflops count it); the primary counts causal prefill attention, so
-    # calflops is compared with the full-square figure of each run's own requests.
+    # The calflops ratio scales the full-square figure (prefill attention over the whole L x L
+    # square, as eager kernels and calflops count it); the primary counts causal prefill
+    # attention, so the scaled figure is compared with the full-square figure of each run.
     arch = Architecture.from_config(AutoConfig.from_pretrained(embedded_model))
     profile = json.loads((tmp_path / "results/wf/flops/smollm2-135m.json").read_text())
     results = sorted((tmp_path / "results/wf/runs").glob("*/result.json"))
@@ -80,8 +81,13 @@ def test_dtype_by_quantization_grid_runs_with_flops_and_normalised_columns(
         value = {f["method"]: f["value"] for f in [flops["primary"], *flops["alternatives"]]}
         square = arch.generation(shapes, causal=False)
         assert value["architecture"] == arch.generation(shapes) < square
-        assert value["calflops"] / square == pytest.approx(profile["ratio"], rel=1e-9)
-        assert 0.98 <= value["calflops"] / square <= 1.02
+        scaled = value["architecture_scaled_by_calflops_ratio"]
+        assert scaled / square == pytest.approx(profile["ratio"], rel=1e-9)
+        assert 0.98 <= scaled / square <= 1.02
+        precision = result["precision"]
+        assert precision["precision_factor_basis"] == "convention"
+        assert precision["precision_factor_source"]
+        assert result["normalised"]["effective_flops_basis"].startswith("convention-scaled")
     assert runs.low_confidence.all(), "energy here is an estimate: flagged"
     assert (runs.tokens_per_joule > 0).all()
     assert pd.Series(runs.flops_per_output_token).notna().all()

@@ -12,7 +12,11 @@ from llenergymeasure.measure import flops as flops_module
 from llenergymeasure.measure.architecture import Architecture
 from llenergymeasure.measure.efficiency import normalised_metrics
 from llenergymeasure.measure.flops import run_flops
-from llenergymeasure.measure.precision import precision_for
+from llenergymeasure.measure.precision import (
+    PRECISION_FACTOR_SOURCES,
+    PRECISION_FACTORS,
+    precision_for,
+)
 from llenergymeasure.results.models import Energy, Flops, FlopsResult, RequestResult
 
 TINY = SimpleNamespace(
@@ -70,7 +74,8 @@ def test_run_flops_reports_every_method_with_confidence():
     methods = {f.method: f for f in flops.alternatives}
     assert methods["parameter_estimate"].confidence == "low"
     assert methods["parameter_estimate"].value == 2 * 1152 * (3 + 3 + 5 + 1)
-    assert methods["calflops"].value is None and methods["calflops"].null_reason
+    scaled = methods["architecture_scaled_by_calflops_ratio"]
+    assert scaled.value is None and scaled.null_reason
 
 
 @pytest.mark.parametrize(
@@ -90,8 +95,21 @@ def test_precision_factor_follows_compute_precision(
 ):
     p = precision_for(dtype, quantization, engine)
     assert (p.weights, p.compute, p.precision_factor) == (weights, compute, factor)
+    assert p.precision_factor_basis == "convention"
+    assert p.precision_factor_source == PRECISION_FACTOR_SOURCES[compute]
     if quantization in ("torchao-int8-weight", "bnb-4bit"):
         assert "dequantised before the matmul" in p.notes[0]
+
+
+def test_every_precision_factor_names_its_source():
+    assert set(PRECISION_FACTOR_SOURCES) == set(PRECISION_FACTORS)
+    # Datasheet ratios where there is one, named with the figures; llem's own choices say so.
+    assert "H100" in PRECISION_FACTOR_SOURCES["fp8"]
+    assert "1,979 vs FP16/BF16 989.5" in PRECISION_FACTOR_SOURCES["fp8"]
+    assert "INT4 1,248 TOPS vs FP16/BF16 312" in PRECISION_FACTOR_SOURCES["int4"]
+    assert "INT8 624 TOPS" in PRECISION_FACTOR_SOURCES["int8"]
+    assert "llem's own" in PRECISION_FACTOR_SOURCES["mixed"]
+    assert all("llem's convention" in PRECISION_FACTOR_SOURCES[p] for p in ("fp32", "tf32"))
 
 
 def energy(energy_j, confidence="measured", adjusted=None):
@@ -117,6 +135,9 @@ def test_normalised_metrics():
     assert m.flops_per_output_token == pytest.approx(4e13)
     assert m.effective_flops == pytest.approx(3e15)
     assert m.tokens_per_effective_pflop == pytest.approx(100 / 3)
+    assert m.effective_flops_basis is not None
+    assert m.effective_flops_basis.startswith("convention-scaled")
+    assert "precision_factor 0.75 for mixed compute" in m.effective_flops_basis
     assert not m.low_confidence
 
 
@@ -130,6 +151,7 @@ def test_estimated_or_missing_inputs_are_flagged_and_null_never_zero():
         10, 1.0, energy(None, confidence=None), flops, precision_for("bfloat16", "none", None)
     )
     assert m.tokens_per_joule is None and m.tokens_per_second_per_watt is None
+    assert m.effective_flops == pytest.approx(1e12) and m.effective_flops_basis
     assert m.low_confidence
     assert "energy is null" in m.low_confidence_reasons
     m = normalised_metrics(
@@ -325,7 +347,8 @@ def test_unreadable_config_gives_null_with_a_reason_never_raises(config, reason,
     assert flops.primary.method == "architecture"
     assert flops.primary.value is None and reason in (flops.primary.null_reason or "")
     methods = [f.method for f in flops.alternatives]
-    assert methods == ["calflops", "parameter_estimate"]  # same places as a counted run
+    # Same places as a counted run.
+    assert methods == ["architecture_scaled_by_calflops_ratio", "parameter_estimate"]
     calflops, estimate = flops.alternatives
     assert calflops.value is None and calflops.null_reason
     assert estimate.value is None and reason in (estimate.null_reason or "")
@@ -374,9 +397,11 @@ def test_causal_prefill_is_the_square_minus_the_masked_half(seq_len, tmp_path):
     flops = run_flops(TINY, [request(seq_len, 3)], "bf16", profile)
     assert flops.primary.value == arch.generation([(seq_len, 3)])
     assert any("causal L(L+1)/2" in n for n in flops.primary.notes)
-    calflops = flops.alternatives[0]
-    assert calflops.method == "calflops" and calflops.value == pytest.approx(square * 1.25)
-    assert any("full L x L square" in n for n in calflops.notes)
+    scaled = flops.alternatives[0]
+    assert scaled.method == "architecture_scaled_by_calflops_ratio"
+    assert scaled.value == pytest.approx(square * 1.25) and scaled.confidence == "medium"
+    assert any("full L x L square" in n for n in scaled.notes)
+    assert any("not a calflops count of this run" in n for n in scaled.notes)
 
 
 def test_broken_calflops_profile_costs_only_that_alternative(tmp_path):
@@ -394,3 +419,30 @@ def test_architecture_names_stay_importable_from_flops_and_errors_are_llem_error
     assert issubclass(ArchitectureError, LlemError)
     with pytest.raises(ArchitectureError, match="no hidden_size"):
         Architecture.from_config(SimpleNamespace(model_type="weird"))
+
+
+def test_results_written_before_the_rename_read_back_into_the_renamed_column():
+    """1.7.0 results named the scaled alternative "calflops" and recorded no factor source."""
+    from llenergymeasure.results.models import PrecisionMetadata, RunResult
+    from llenergymeasure.results.tables import RUNS_SCHEMA, _efficiency_columns
+
+    old_flops = Flops.model_validate(
+        {
+            "primary": {"value": 10.0, "method": "architecture", "confidence": "high"}
+            | {"precision": "bf16"},
+            "alternatives": [
+                {"value": 12.5, "method": "calflops", "confidence": "medium", "precision": "bf16"}
+            ],
+        }
+    )
+    old_precision = PrecisionMetadata.model_validate(
+        {"weights": "bf16", "activations": "bf16", "compute": "bf16"}
+        | {"quantization_method": "none", "weight_bits": 16, "precision_factor": 1.0}
+    )
+    assert old_precision.precision_factor_basis == "convention"
+    assert old_precision.precision_factor_source is None
+    result = RunResult.model_construct(flops=old_flops, precision=old_precision, normalised=None)
+    columns = _efficiency_columns(result)
+    assert columns["flops_architecture_scaled_by_calflops_ratio"] == 12.5
+    assert "flops_calflops" not in RUNS_SCHEMA.names
+    assert "flops_architecture_scaled_by_calflops_ratio" in RUNS_SCHEMA.names

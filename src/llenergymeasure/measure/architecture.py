@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llenergymeasure.errors import ArchitectureError
+from llenergymeasure.measure.attention_layout import causal_keys, describe_layout, read_layout
 
 # Model types whose MLP is gated (gate, up and down projections: three matrices).
 GATED_MLP_TYPES = {
@@ -42,7 +43,9 @@ class Architecture:
     the decoupled `rope_head_dim`. Of the layers, `moe_layers` route each token to
     `experts_per_token` of `experts` experts of width `expert_intermediate`, plus shared
     experts of total width `shared_intermediate` and a router with `router_outputs` outputs;
-    the other layers have a dense MLP of width `intermediate`.
+    the other layers have a dense MLP of width `intermediate`. `windows` gives, per layer, the
+    most keys a query reads (0: every earlier key; empty: no sliding window anywhere), and
+    `attention_approximations` what the attention count could not follow exactly.
     """
 
     layers: int
@@ -65,6 +68,8 @@ class Architecture:
     router_outputs: int = 0
     tied_embeddings: bool = False
     position_embeddings: int = 0
+    windows: tuple[int, ...] = ()
+    attention_approximations: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Any) -> Architecture:
@@ -119,22 +124,28 @@ class Architecture:
         """FLOPs of one position's logits."""
         return 2 * self.hidden * self.vocab
 
-    def _attention_per_pair(self) -> int:
-        """Score and value FLOPs of one (query, key) pair over every layer and head."""
-        return 2 * self.layers * self.heads * (self.head_dim + (self.v_head_dim or self.head_dim))
+    def _pair_per_layer(self) -> int:
+        """Score and value FLOPs of one (query, key) pair over every head of one layer."""
+        return 2 * self.heads * (self.head_dim + (self.v_head_dim or self.head_dim))
 
     def attention(self, queries: int, keys: int) -> int:
         """Score and value matmuls of `queries` positions against all `keys` positions."""
-        return self._attention_per_pair() * queries * keys
+        return self.layers * self._pair_per_layer() * queries * keys
 
-    def causal_attention(self, seq_len: int) -> int:
-        """Score and value matmuls of a causal prefill: position p sees p + 1 keys."""
-        return self._attention_per_pair() * seq_len * (seq_len + 1) // 2
+    def causal_attention(self, seq_len: int, start: int = 0) -> int:
+        """Score and value matmuls of the queries at positions start .. seq_len - 1.
+
+        Position p reads p + 1 keys, or min(p + 1, window) in a sliding-window layer.
+        """
+        windows = self.windows or (0,) * self.layers
+        keys = sum(causal_keys(seq_len, w) - causal_keys(start, w) for w in windows)
+        return self._pair_per_layer() * keys
 
     def forward(self, batch: int, seq_len: int) -> int:
         """One full forward without cache, logits at every position, unmasked L x L attention.
 
-        This is what calflops counts with eager attention, so the two can be compared.
+        This is what calflops counts with eager attention, so the two can be compared (eager
+        kernels mask a sliding window, they do not skip it: every layer computes the square).
         """
         return batch * (
             seq_len * (self.linear_per_token() + self.lm_head()) + self.attention(seq_len, seq_len)
@@ -144,8 +155,9 @@ class Architecture:
         """FLOPs of generating (input_tokens, output_tokens) per request with a KV cache.
 
         Prefill: every prompt token through every layer, causal attention (or the full L x L
-        square with `causal=False`), logits at the last position only; then one forward per
-        further output token against the growing cache (n keys: n products).
+        square with `causal=False`, in every layer), logits at the last position only; then one
+        forward per further output token against the growing cache (a query at position p
+        reads p + 1 keys, at most the window in a sliding-window layer).
         """
         total = 0
         for input_tokens, output_tokens in requests:
@@ -154,8 +166,7 @@ class Architecture:
                 total += self.causal_attention(input_tokens)
             else:
                 total += self.attention(input_tokens, input_tokens)
-            cached_keys = steps * input_tokens + steps * (steps + 1) // 2  # decode: n keys each
-            total += self._attention_per_pair() * cached_keys
+            total += self.causal_attention(input_tokens + steps, start=input_tokens)  # decode
             total += (input_tokens + steps) * self.linear_per_token() + (1 + steps) * self.lm_head()
         return total
 
@@ -179,6 +190,8 @@ class Architecture:
                 f"(width {self.expert_intermediate}), shared experts of width "
                 f"{self.shared_intermediate}, router {self.router_outputs} outputs"
             )
+        notes.extend(describe_layout(self.windows))
+        notes.extend(f"approximated: {a}" for a in self.attention_approximations)
         counts = self.parameters()
         notes.append(
             f"parameters: {counts.total:,} total, {counts.active:,} active per token, of which "
@@ -274,6 +287,7 @@ def _read(config: Any) -> Architecture:
             "router_outputs": experts + (1 if qwen_shared else 0),
         }
     positions = _get(config, "n_positions", "max_position_embeddings")
+    layout = read_layout(config, layers)
     return Architecture(
         layers=layers,
         hidden=hidden,
@@ -285,6 +299,8 @@ def _read(config: Any) -> Architecture:
         mlp_matrices=3 if gated else 2,
         tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
         position_embeddings=int(positions or 0) if model_type in LEARNED_POSITION_TYPES else 0,
+        windows=layout.windows,
+        attention_approximations=layout.approximations,
         **mla,
         **moe,
     )

@@ -18,9 +18,19 @@ def normalised_metrics(
     flops: Flops,
     precision: PrecisionMetadata,
 ) -> NormalisedMetrics:
-    """Tokens per joule, per effective PFLOP, per second per watt; FLOPs per token."""
+    """Tokens per joule, per effective PFLOP, per second per watt; FLOPs per token.
+
+    Effective FLOPs are theoretical FLOPs scaled by the precision factor, a convention (see
+    `precision.PRECISION_FACTOR_SOURCES`): `effective_flops_basis` says so in each result.
+    """
     theoretical = flops.primary.value
     effective = None if theoretical is None else theoretical * precision.precision_factor
+    basis = None
+    if effective is not None:
+        basis = (
+            f"convention-scaled: theoretical_flops x precision_factor {precision.precision_factor}"
+            f" for {precision.compute} compute ({precision.precision_factor_basis}, not measured)"
+        )
     mean_power_w = _ratio(energy.energy_j, window_s)
     reasons = []
     if energy.confidence == "estimated":
@@ -36,6 +46,7 @@ def normalised_metrics(
         flops_per_output_token=_ratio(theoretical, output_tokens),
         theoretical_flops=theoretical,
         effective_flops=effective,
+        effective_flops_basis=basis,
         tokens_per_effective_pflop=_ratio(
             output_tokens, None if effective is None else effective / 1e15
         ),

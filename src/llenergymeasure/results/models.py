@@ -240,7 +240,19 @@ class PrecisionMetadata(ResultModel):
     quantization_method: str
     weight_bits: int | None
     precision_factor: float = Field(
-        ..., description="fp32/tf32/fp16/bf16 1.0, fp8/int8 0.5, int4 0.25, mixed 0.75."
+        ...,
+        description="Relative cost of one FLOP at the compute precision, by convention: "
+        "fp32/tf32/fp16/bf16 1.0, fp8/int8 0.5, int4 0.25, mixed 0.75. Not measured.",
+    )
+    precision_factor_basis: Literal["convention"] = Field(
+        "convention",
+        description="How the factor was set: a convention (datasheet peak-throughput ratios "
+        "and llem's choices), never a cost measured on the run's device.",
+    )
+    precision_factor_source: str | None = Field(
+        None,
+        description="Where the factor's value comes from (the datasheet and figures, or that "
+        "it is llem's own choice); null only in results written before it was recorded.",
     )
     notes: list[str] = []
 
@@ -249,7 +261,11 @@ class FlopsResult(ResultModel):
     """A FLOP count of the run's useful work and how it was obtained."""
 
     value: float | None
-    method: Literal["calflops", "architecture", "parameter_estimate"]
+    # "calflops" is how results before the rename named architecture_scaled_by_calflops_ratio
+    # (the same figure); it is read back, never written.
+    method: Literal[
+        "architecture", "architecture_scaled_by_calflops_ratio", "parameter_estimate", "calflops"
+    ]
     confidence: Literal["high", "medium", "low"] | None
     precision: str
     null_reason: str | None = None
@@ -275,7 +291,14 @@ class NormalisedMetrics(ResultModel):
     )
     flops_per_output_token: float | None = None
     theoretical_flops: float | None = None
-    effective_flops: float | None = Field(None, description="theoretical_flops x precision factor.")
+    effective_flops: float | None = Field(
+        None,
+        description="theoretical_flops x precision_factor: convention-scaled, not measured "
+        "(see precision.precision_factor_source).",
+    )
+    effective_flops_basis: str | None = Field(
+        None, description="How effective_flops was scaled, in words; null when it is null."
+    )
     tokens_per_effective_pflop: float | None = None
     low_confidence: bool = Field(
         ..., description="True when any input is estimated or of low confidence."

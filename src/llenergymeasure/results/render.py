@@ -144,9 +144,8 @@ def run_view(result: RunResult) -> Table:
             rows.append((f"FLOPs {f.method}", f"{cell(f.value)} ({f.confidence})"))
     if result.precision:
         p = result.precision
-        rows.append(
-            ("precision", f"weights {p.weights}, compute {p.compute}, factor {p.precision_factor}")
-        )
+        factor = f"factor {p.precision_factor} (convention)"
+        rows.append(("precision", f"weights {p.weights}, compute {p.compute}, {factor}"))
     env = result.environment
     rows.append(
         (
