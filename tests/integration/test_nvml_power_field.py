@@ -161,6 +161,7 @@ def test_doctor_names_the_power_reading(fake_nvml_env, tmp_path) -> None:
     env["LLEM_POWERCAP_ROOT"] = str(tmp_path)
     command = [sys.executable, "-m", "llenergymeasure", "doctor"]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    assert f"gpu:0 NVIDIA A100-SXM4-80GB: energy counter; power polled: {INSTANT}" in out
-    assert "gpu:1 NVIDIA A100-SXM4-80GB: power polling only; power polled: nvml_power_usage" in out
+    gpu0, gpu1 = (f"GPU-fa4e0000-0000-0000-0000-{i:012d} NVIDIA A100-SXM4-80GB" for i in (0, 1))
+    assert f"{gpu0}: energy counter; power polled: {INSTANT}" in out
+    assert f"{gpu1}: power polling only; power polled: nvml_power_usage" in out
     assert "moving average" in out

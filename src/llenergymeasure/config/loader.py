@@ -246,7 +246,7 @@ NOT_IDENTITY_KEYS = frozenset({"campaign", "container", "python_env"})
 # use them keep the ids they had (and their results stay valid).
 LATER_SETTINGS = frozenset({"tensorrt"})
 # Measurement keys that bound how a run is supervised, not what it measures: not in its id.
-OPERATIONAL_KEYS = frozenset({"rank_grace_s", "max_run_s"})
+OPERATIONAL_KEYS = frozenset({"rank_grace_s", "max_run_s", "foreign_processes"})
 
 
 def config_hash(run: ExperimentConfig) -> str:

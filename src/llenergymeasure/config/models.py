@@ -435,6 +435,12 @@ class MeasurementConfig(StrictModel):
         "as `timeout` (default: no bound; under SLURM the job's own time limit is always "
         "watched). Not part of the run id.",
     )
+    foreign_processes: Literal["warn", "fail"] = Field(
+        "warn",
+        description="Compute processes on the run's GPUs that are not the run's, listed before "
+        "and during the window (NVML): `warn` records them, `fail` fails the run. Not part "
+        "of the run id.",
+    )
     rank_grace_s: float = Field(
         30.0,
         gt=0,

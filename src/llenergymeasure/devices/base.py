@@ -14,7 +14,7 @@ class DeviceInfo:
     """One device a source can read.
 
     Attributes:
-        device: Stable id, e.g. ``gpu:0`` or ``rapl:package-0``.
+        device: Stable id: a GPU's UUID (``GPU-...``), ``rapl:package-0``, ...
         name: Human-readable model name.
         has_counter: Whether it exposes a cumulative energy counter.
         has_power: Whether it exposes a power reading (which one: ``power_field``).
@@ -22,6 +22,9 @@ class DeviceInfo:
         notes: Facts a reader of the result should know (e.g. MIG).
         power_field: The power reading ``read()`` polls, e.g. ``nvml_power_instant``
             (None where there is none, or the source has one kind only).
+        nvml_index: A GPU's NVML index (PCI bus order on this machine; not an identity).
+        cuda_index: A GPU's index among this process's CUDA devices (None: not known).
+        identified_by: How the GPU this process uses was matched to its UUID.
     """
 
     device: str
@@ -31,6 +34,9 @@ class DeviceInfo:
     persistence_mode: bool | None = None
     notes: tuple[str, ...] = ()
     power_field: str | None = None
+    nvml_index: int | None = None
+    cuda_index: int | None = None
+    identified_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,21 @@ class DeviceSource(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the vendor library."""
+
+    def compute_processes(self) -> dict[str, list[tuple[int, float | None]]] | None:
+        """Each device's compute processes now, as (pid, GPU memory used in MiB or None).
+
+        None: this source cannot list processes. A device that cannot be asked is absent.
+        """
+        return None
+
+    def read_energy_j(self) -> dict[str, float | None]:
+        """Every device's energy counter now (None: no counter); a source may read less.
+
+        The counter-period probe calls this in a tight loop: a source that can read its
+        counters alone (without the telemetry of ``read``) should override it.
+        """
+        return {s.device: s.energy_j for s in self.read()}
 
 
 class EnergyMeter(ABC):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from itertools import pairwise
 
 from llenergymeasure.devices.base import DeviceInfo, DeviceSample, DeviceSource, EnergyMeter
+from llenergymeasure.devices.counter_period import PROBE_S, CounterPeriod, infer_counter_periods
 from llenergymeasure.devices.sampler import Sampler
-from llenergymeasure.results.models import DeviceEnergy, Energy
+from llenergymeasure.errors import MeterError
+from llenergymeasure.results.models import CounterUpdatePeriod, DeviceEnergy, Energy
 
 
 def trapezoid_j(samples: list[DeviceSample]) -> float | None:
@@ -30,6 +34,55 @@ def throttle_summary(samples: list[DeviceSample], names: dict[int, str]) -> tupl
     if samples:
         seen |= (samples[-1].throttle_reasons or 0) & mask
     return seconds, [name for bit, name in names.items() if seen & bit]
+
+
+def probe_counter_periods(
+    source: DeviceSource,
+    clock: Callable[[], float] = time.perf_counter,
+    duration_s: float = PROBE_S,
+) -> list[CounterUpdatePeriod]:
+    """Measure the update period of every counter of `source` (devices without one: none).
+
+    Each record says the period the phase split will use: the measured one, else the
+    source's nominal ``counter_period_s``, labelled so.
+    """
+    counted = {info.device for info in source.devices() if info.has_counter}
+    if not counted:
+        return []
+
+    def read() -> dict[str, float | None]:
+        values = source.read_energy_j()
+        return {d: v for d, v in values.items() if d in counted}
+
+    try:
+        periods = infer_counter_periods(read, clock, duration_s)
+    except MeterError as e:
+        reason = f"the counters could not be read: {e}"
+        periods = {
+            d: CounterPeriod(d, None, "not measured", 0, 0, 0.0, None, null_reason=reason)
+            for d in counted
+        }
+    return [period_record(periods[d], source.counter_period_s) for d in sorted(periods)]
+
+
+def period_record(period: CounterPeriod, nominal_s: float) -> CounterUpdatePeriod:
+    """The result record of a probe: the measured period, else the nominal one."""
+    measured = period.period_s is not None
+    return CounterUpdatePeriod(
+        device=period.device,
+        period_s=period.period_s,
+        null_reason=period.null_reason,
+        method=period.method,
+        reads=period.reads,
+        updates=period.updates,
+        probe_s=period.probe_s,
+        read_s=period.read_s,
+        min_spacing_s=period.min_spacing_s,
+        max_spacing_s=period.max_spacing_s,
+        continuous=period.continuous,
+        used_s=period.period_s if period.period_s is not None else nominal_s,
+        used="measured" if measured else "nominal",
+    )
 
 
 class CounterMeter(EnergyMeter):
@@ -78,6 +131,8 @@ class CounterMeter(EnergyMeter):
             return DeviceEnergy(
                 device=info.device,
                 name=info.name,
+                cuda_index=info.cuda_index,
+                identified_by=info.identified_by,
                 energy_j=None,
                 method=self.method,
                 confidence=None,
@@ -112,6 +167,8 @@ class CounterMeter(EnergyMeter):
             return DeviceEnergy(
                 device=info.device,
                 name=info.name,
+                cuda_index=info.cuda_index,
+                identified_by=info.identified_by,
                 energy_j=None,
                 method=self.method,
                 confidence=None,
@@ -127,6 +184,8 @@ class CounterMeter(EnergyMeter):
             counter_end_j=last.energy_j,
             device=info.device,
             name=info.name,
+            cuda_index=info.cuda_index,
+            identified_by=info.identified_by,
             energy_j=energy_j,
             method=method,
             confidence="measured",

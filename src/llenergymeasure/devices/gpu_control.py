@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.config.models import GpuSettings, clock_range
-from llenergymeasure.devices.nvml import resolve_handles
+from llenergymeasure.devices.nvml import gpu_uuid, resolve_gpus
 from llenergymeasure.errors import DeviceSettingError, MeterError
 from llenergymeasure.results.io import write_text_atomic
 from llenergymeasure.results.models import GpuDeviceSettings, GpuSettingsRecord
@@ -42,11 +42,6 @@ def _nvml() -> Any:
     except pynvml.NVMLError as e:
         raise MeterError(f"NVML: cannot change GPU settings: {e}") from e
     return pynvml
-
-
-def _uuid(nvml: Any, handle: Any) -> str:
-    value = nvml.nvmlDeviceGetUUID(handle)
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _restore_one(nvml: Any, handle: Any, saved: dict[str, Any]) -> None:
@@ -120,7 +115,7 @@ class GpuControl:
         self.settings = settings
         self.run_id = run_id
         self.nvml = _nvml()
-        self.handles = resolve_handles(self.nvml)
+        self.handles = [gpu.handle for gpu in resolve_gpus(self.nvml)]
         self.record = GpuSettingsRecord(
             power_limit_w=settings.power_limit_w,
             sm_clocks_mhz=list(clock_range(settings.sm_clocks_mhz) or []) or None,
@@ -135,12 +130,12 @@ class GpuControl:
             DeviceSettingError: A value outside a GPU's range, or no permission.
         """
         nvml, s = self.nvml, self.settings
-        uuids = {_uuid(nvml, h) for h in self.handles}
+        uuids = {gpu_uuid(nvml, h) for h in self.handles}
         self.record.restored_leftovers = restore_leftovers(uuids)
         sm, mem = clock_range(s.sm_clocks_mhz), clock_range(s.memory_clocks_mhz)
         try:
             for handle in self.handles:
-                device = f"gpu:{nvml.nvmlDeviceGetIndex(handle)}"
+                device = gpu_uuid(nvml, handle)
                 lo_mw, hi_mw = nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
                 _check_power(s, device, lo_mw / 1000, hi_mw / 1000)
                 memory_clocks = list(nvml.nvmlDeviceGetSupportedMemoryClocks(handle))
@@ -165,7 +160,7 @@ class GpuControl:
         self, handle: Any, sm: tuple[int, int] | None, mem: tuple[int, int] | None
     ) -> GpuDeviceSettings:
         nvml, s = self.nvml, self.settings
-        uuid = _uuid(nvml, handle)
+        uuid = gpu_uuid(nvml, handle)
         before_mw = nvml.nvmlDeviceGetPowerManagementLimit(handle)
         saved = {
             "uuid": uuid,
@@ -208,7 +203,7 @@ class GpuControl:
             pending.remove(key)
         lo_mw, hi_mw = nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
         return GpuDeviceSettings(
-            device=f"gpu:{nvml.nvmlDeviceGetIndex(handle)}",
+            device=uuid,
             uuid=uuid,
             power_limit_w_before=before_mw / 1000,
             power_limit_w_applied=nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000,
@@ -253,7 +248,7 @@ def gpu_settings(
         if uses_nvml and restore_dir().is_dir() and any(restore_dir().glob("*.json")):
             nvml = _nvml()
             try:
-                uuids = {_uuid(nvml, h) for h in resolve_handles(nvml)}
+                uuids = {gpu.uuid for gpu in resolve_gpus(nvml)}
             finally:
                 nvml.nvmlShutdown()
             restore_leftovers(uuids)

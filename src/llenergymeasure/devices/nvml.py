@@ -6,9 +6,11 @@ import functools
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from llenergymeasure.devices.base import DeviceInfo, DeviceSample, DeviceSource
+from llenergymeasure.devices.cuda_uuid import cuda_device_uuids
 from llenergymeasure.errors import MeterError
 
 T = TypeVar("T")
@@ -84,16 +86,58 @@ def visible_device_keys(environ: dict[str, str] | None = None) -> list[str] | No
     return [k.strip() for k in value.split(",") if k.strip()]
 
 
-def resolve_handles(nvml: Any) -> list[Any]:
-    """NVML handles of the GPUs this process may use, by CUDA_VISIBLE_DEVICES index or UUID.
+@dataclass(frozen=True)
+class VisibleGpu:
+    """One GPU this process may use: its NVML handle, its UUID and how that was found.
+
+    Attributes:
+        cuda_index: Its index among this process's CUDA devices (None: CUDA_VISIBLE_DEVICES
+            unset, every GPU is metered and CUDA's order does not matter).
+    """
+
+    handle: Any
+    uuid: str
+    cuda_index: int | None
+    identified_by: str
+
+
+def gpu_uuid(nvml: Any, handle: Any) -> str:
+    """The GPU's UUID as NVML writes it (GPU-...)."""
+    raw = nvml.nvmlDeviceGetUUID(handle)
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _by_uuid_prefix(nvml: Any, key: str) -> Any:
+    """The NVML handle whose UUID starts with ``key`` (CUDA accepts unique prefixes)."""
+    matches = []
+    for i in range(nvml.nvmlDeviceGetCount()):
+        handle = _optional(functools.partial(nvml.nvmlDeviceGetHandleByIndex, i))
+        if handle is not None and gpu_uuid(nvml, handle).lower().startswith(key.lower()):
+            matches.append(handle)
+    if len(matches) != 1:
+        found = "no GPU" if not matches else f"{len(matches)} GPUs"
+        raise MeterError(f"NVML: CUDA_VISIBLE_DEVICES entry {key} matches {found}")
+    return matches[0]
+
+
+def resolve_gpus(nvml: Any) -> list[VisibleGpu]:
+    """The GPUs this process may use, each identified by UUID.
+
+    UUID entries of CUDA_VISIBLE_DEVICES are looked up in NVML. Index entries are CUDA
+    indices (fastest GPU first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, and 0 for every job
+    under SLURM's device cgroups): the CUDA driver is asked which UUID each index is. Only
+    where it cannot be asked, PCI_BUS_ID order makes an index NVML's, and a machine with
+    one GPU has one answer.
 
     Raises:
-        MeterError: CUDA_VISIBLE_DEVICES names a MIG slice.
+        MeterError: CUDA_VISIBLE_DEVICES names a MIG slice, or indices that cannot be
+            mapped to GPUs.
     """
     keys = visible_device_keys()
     if keys is None:
-        return [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
-    handles = []
+        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        how = "every GPU (CUDA_VISIBLE_DEVICES unset), by NVML UUID"
+        return [VisibleGpu(h, gpu_uuid(nvml, h), None, how) for h in handles]
     for key in keys:
         if key.startswith("MIG-"):
             raise MeterError(
@@ -101,11 +145,34 @@ def resolve_handles(nvml: Any) -> list[Any]:
                 "per physical GPU, so a slice's energy cannot be measured (use meter: "
                 "codecarbon for an estimate, or run on a whole GPU)"
             )
-        if key.isdigit():
-            handles.append(nvml.nvmlDeviceGetHandleByIndex(int(key)))
-        else:
-            handles.append(nvml.nvmlDeviceGetHandleByUUID(key))
-    return handles
+    if all(key.startswith("GPU-") for key in keys):
+        handles = [_by_uuid_prefix(nvml, key) for key in keys]
+        how = "CUDA_VISIBLE_DEVICES UUID"
+        return [VisibleGpu(h, gpu_uuid(nvml, h), i, how) for i, h in enumerate(handles)]
+    try:
+        uuids = cuda_device_uuids()
+    except MeterError as e:
+        return _without_driver(nvml, keys, str(e))
+    how = "UUID of the CUDA device, from the CUDA driver"
+    return [VisibleGpu(nvml.nvmlDeviceGetHandleByUUID(u), u, i, how) for i, u in enumerate(uuids)]
+
+
+def _without_driver(nvml: Any, keys: list[str], reason: str) -> list[VisibleGpu]:
+    """Index entries mapped without the CUDA driver, where the mapping is certain."""
+    digits = all(key.isdigit() for key in keys)
+    if digits and os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+        how = "CUDA_DEVICE_ORDER=PCI_BUS_ID: the CUDA index is NVML's (PCI bus order)"
+        handles = [nvml.nvmlDeviceGetHandleByIndex(int(key)) for key in keys]
+    elif keys == ["0"] and nvml.nvmlDeviceGetCount() == 1:
+        how = "the only GPU NVML sees"
+        handles = [nvml.nvmlDeviceGetHandleByIndex(0)]
+    else:
+        raise MeterError(
+            f"NVML: CUDA_VISIBLE_DEVICES={','.join(keys)} names CUDA indices, which GPU each "
+            f"is depends on CUDA's order (fastest first by default) and {reason}: set "
+            "CUDA_DEVICE_ORDER=PCI_BUS_ID or list GPU UUIDs"
+        )
+    return [VisibleGpu(h, gpu_uuid(nvml, h), i, how) for i, h in enumerate(handles)]
 
 
 class NvmlSource(DeviceSource):
@@ -130,14 +197,15 @@ class NvmlSource(DeviceSource):
         except pynvml.NVMLError_LibraryNotFound as e:
             raise MeterError("NVML: libnvidia-ml.so.1 not found (no NVIDIA driver)") from e
         self._nvml = pynvml
-        self._handles = resolve_handles(pynvml)
-        if not self._handles:
+        gpus = resolve_gpus(pynvml)
+        if not gpus:
             pynvml.nvmlShutdown()
             raise MeterError("NVML: no GPU visible to this process")
-        self._infos = [self._describe(i, h) for i, h in enumerate(self._handles)]
+        self._handles = [gpu.handle for gpu in gpus]
+        self._infos = [self._describe(gpu) for gpu in gpus]
 
-    def _describe(self, position: int, handle: Any) -> DeviceInfo:
-        nvml = self._nvml
+    def _describe(self, gpu: VisibleGpu) -> DeviceInfo:
+        nvml, handle = self._nvml, gpu.handle
         has_counter = _optional(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
         instant_mw = _optional(lambda: instant_power_mw(nvml, handle))
         usage_mw = _optional(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
@@ -159,15 +227,17 @@ class NvmlSource(DeviceSource):
                 "power is nvmlDeviceGetPowerUsage, a ~1 s moving average on Ampere and later "
                 "GPUs, so the polled power lags changes by ~0.5 s"
             )
-        index = nvml.nvmlDeviceGetIndex(handle)
         return DeviceInfo(
-            device=f"gpu:{index}",
+            device=gpu.uuid,
             name=str(nvml.nvmlDeviceGetName(handle)),
             has_counter=has_counter is not None,
             has_power=power_field is not None,
             persistence_mode=None if persistence is None else bool(persistence),
             notes=tuple(notes),
             power_field=power_field,
+            nvml_index=nvml.nvmlDeviceGetIndex(handle),
+            cuda_index=gpu.cuda_index,
+            identified_by=gpu.identified_by,
         )
 
     def devices(self) -> list[DeviceInfo]:
@@ -223,6 +293,20 @@ class NvmlSource(DeviceSource):
                 )
             )
         return samples
+
+    def compute_processes(self) -> dict[str, list[tuple[int, float | None]]]:
+        """``nvmlDeviceGetComputeRunningProcesses`` of every GPU (host PIDs, used MiB)."""
+        found = {}
+        for handle, info in zip(self._handles, self._infos, strict=True):
+            listed = _optional(
+                functools.partial(self._nvml.nvmlDeviceGetComputeRunningProcesses, handle)
+            )
+            if listed is not None:
+                found[info.device] = [
+                    (int(p.pid), None if p.usedGpuMemory is None else p.usedGpuMemory / 2**20)
+                    for p in listed
+                ]
+        return found
 
     def close(self) -> None:
         """Shut NVML down."""

@@ -16,6 +16,7 @@ from llenergymeasure.backends.base import RequestTiming
 from llenergymeasure.devices.base import DeviceSource
 from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.measure.energy_timeline import EnergyTimeline, device_curve
+from llenergymeasure.measure.phase_labels import StretchEnergy, phase_label, stretch_energy
 from llenergymeasure.measure.phases import (
     STEP_MERGE_S,
     Interval,
@@ -73,6 +74,7 @@ def window_timeline(
     if energy.energy_j is None:
         return None, f"the window's energy is null: {energy.null_reason}"
     infos = {info.device: info for info in source.devices()}
+    periods = {p.device: p.used_s for p in energy.counter_update_periods}
     curves = []
     for device in energy.per_device:
         samples = sampler.between(
@@ -83,7 +85,7 @@ def window_timeline(
             infos.get(device.device),
             samples,
             sampler.interval_s,
-            source.counter_period_s,
+            periods.get(device.device, source.counter_period_s),
         )
         if curve is None:
             return None, f"{device.device}: no counter or power samples in the window"
@@ -93,10 +95,31 @@ def window_timeline(
     return EnergyTimeline(tuple(curves)), None
 
 
+def _stretch_parts(
+    intervals: Sequence[Interval], timeline: EnergyTimeline, offset_s: float
+) -> list[StretchEnergy]:
+    """Each stretch's energy, measured and apportioned (edge stretches reach the window)."""
+    runs = stretches(intervals)
+    out = []
+    for k, run in enumerate(runs):
+        start_s, end_s = intervals[run.first].start_s, intervals[run.last].end_s
+        out.append(
+            stretch_energy(
+                timeline,
+                -np.inf if k == 0 else start_s + offset_s,
+                np.inf if k == len(runs) - 1 else end_s + offset_s,
+                end_s - start_s,
+            )
+        )
+    return out
+
+
 def _phase(
     name: str,
     intervals: Sequence[Interval],
     energies: np.ndarray | None,
+    *,
+    parts: Sequence[StretchEnergy] | None,
     uncertainty_j: float | None,
     input_tokens: int | None,
 ) -> PhaseEnergy:
@@ -104,10 +127,14 @@ def _phase(
     tokens = sum(n for i in chosen for n in intervals[i].tokens.values())
     energy_j = float(energies[chosen].sum()) if energies is not None else None
     per = input_tokens if name == "prefill" else tokens if name == "decode" else 0
+    mine = [p for p, s in zip(parts or [], stretches(intervals), strict=False) if s.phase == name]
     return PhaseEnergy(
         duration_s=sum(intervals[i].end_s - intervals[i].start_s for i in chosen),
         stretches=sum(1 for s in stretches(intervals) if s.phase == name),
         energy_j=energy_j,
+        energy_label=phase_label([p.label for p in mine]),
+        measured_energy_j=sum(p.measured_j for p in mine) if parts is not None else None,
+        apportioned_energy_j=sum(p.apportioned_j for p in mine) if parts is not None else None,
         alignment_uncertainty_j=uncertainty_j,
         output_tokens=tokens,
         input_tokens=input_tokens if name == "prefill" else None,
@@ -149,11 +176,15 @@ def _uncertainty(
 
 
 def _stored(
-    intervals: Sequence[Interval], energies: np.ndarray | None, to_window_s: float
+    intervals: Sequence[Interval],
+    energies: np.ndarray | None,
+    parts: Sequence[StretchEnergy] | None,
+    to_window_s: float,
 ) -> list[PhaseInterval]:
     out = []
-    for s in stretches(intervals):
+    for k, s in enumerate(stretches(intervals)):
         part = intervals[s.first : s.last + 1]
+        split = parts[k] if parts is not None else None
         out.append(
             PhaseInterval(
                 phase=s.phase,  # type: ignore[arg-type]
@@ -162,6 +193,9 @@ def _stored(
                 energy_j=float(energies[s.first : s.last + 1].sum())
                 if energies is not None
                 else None,
+                energy_label=split.label if split else None,
+                measured_energy_j=split.measured_j if split else None,
+                apportioned_energy_j=split.apportioned_j if split else None,
                 output_tokens=sum(n for i in part for n in i.tokens.values()),
             )
         )
@@ -217,11 +251,13 @@ def energy_breakdown(
     split = split_window(passes, *window_perf_s)
     intervals = split.intervals
     energies = None
+    parts = None
     uncertainty: dict[str, float] = {}
     if timeline is not None:
         bounds = np.array([i.start_s for i in intervals] + [intervals[-1].end_s]) + perf_to_unix_s
         bounds[0], bounds[-1] = -np.inf, np.inf  # the edge gaps reach the boundary samples
         energies = np.diff(timeline.at(bounds))
+        parts = _stretch_parts(intervals, timeline, perf_to_unix_s)
         uncertainty = _uncertainty(intervals, timeline, perf_to_unix_s)
     to_window_s = perf_to_unix_s - window_start_unix_s
     phases = {
@@ -229,8 +265,9 @@ def energy_breakdown(
             name,
             intervals,
             energies,
-            uncertainty.get(name),
-            split.input_tokens if name == "prefill" else None,
+            parts=parts,
+            uncertainty_j=uncertainty.get(name),
+            input_tokens=split.input_tokens if name == "prefill" else None,
         )
         for name in ("prefill", "decode", "idle")
     }
@@ -242,6 +279,8 @@ def energy_breakdown(
         energy_method=timeline.method if timeline is not None else None,
         energy_null_reason=timeline_null_reason if timeline is None else None,
         resolution_s=timeline.resolution_s if timeline is not None else None,
+        counter_update_period_s=timeline.counter_period_s if timeline is not None else None,
+        apportioned_method=timeline.apportion if timeline is not None else None,
         window_energy_j=energy.energy_j,
         prefill=phases["prefill"],
         decode=phases["decode"],
@@ -254,7 +293,7 @@ def energy_breakdown(
         step_merge_s=STEP_MERGE_S,
         request_energy_method=REQUEST_ENERGY_METHOD,
         request_energy_total_j=sum(request_j.values()) if energies is not None else None,
-        intervals=_stored(intervals, energies, to_window_s),
+        intervals=_stored(intervals, energies, parts, to_window_s),
         notes=_notes(split, backend, passes),
     )
 

@@ -50,6 +50,9 @@ class DeviceCurve:
         power_w: The power samples.
         method: How the curve is built, in words.
         resolution_s: Time within which an energy cannot be placed more precisely.
+        apportion: How energy between two readings (counter advances, else power
+            samples) is divided at a time between them, in words.
+        counter_period_s: The counter's update period used (None: no counter).
     """
 
     device: str
@@ -61,6 +64,8 @@ class DeviceCurve:
     power_w: np.ndarray | None
     method: str
     resolution_s: float
+    apportion: str = ""
+    counter_period_s: float | None = None
 
     def _shape(self, t: np.ndarray) -> np.ndarray:
         if self.power_t_s is not None and self.power_w is not None:
@@ -133,6 +138,13 @@ def device_curve(
             power_w=power_w,
             method=f"{device.method}: counter deltas between its advances, {shape}",
             resolution_s=max(sampling_interval_s, counter_period_s),
+            apportion=(
+                "a counter step that straddles a boundary is divided by the polled power's "
+                "shape within it"
+                if power_t is not None
+                else "a counter step that straddles a boundary is divided by time share"
+            ),
+            counter_period_s=counter_period_s,
         )
     if power_t is None:
         return None
@@ -146,6 +158,7 @@ def device_curve(
         power_w=power_w,
         method=f"{device.method}: polled power integrated (linear between samples)",
         resolution_s=max(sampling_interval_s, AVERAGED_POWER_PERIOD_S if averaged else 0.0),
+        apportion="power interpolated linearly between the polled samples around a boundary",
     )
 
 
@@ -174,3 +187,14 @@ class EnergyTimeline:
     def method(self) -> str:
         """How the curves are built, device by device."""
         return "; ".join(sorted({c.method for c in self.curves}))
+
+    @property
+    def apportion(self) -> str:
+        """How energy at a boundary between readings is divided, device by device."""
+        return "; ".join(sorted({c.apportion for c in self.curves}))
+
+    @property
+    def counter_period_s(self) -> float | None:
+        """The slowest counter update period of the devices (None: no device has one)."""
+        periods = [c.counter_period_s for c in self.curves if c.counter_period_s is not None]
+        return max(periods) if periods else None

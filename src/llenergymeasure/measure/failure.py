@@ -25,6 +25,7 @@ from llenergymeasure.errors import (
     LlemError,
     MeterError,
 )
+from llenergymeasure.measure.gpu_processes import ForeignProcessError
 from llenergymeasure.measure.progress import Progress
 from llenergymeasure.results.io import write_model_atomic
 from llenergymeasure.results.models import FailureClass, FailureRecord
@@ -84,13 +85,20 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"[:500] if first else type(error).__name__
 
 
+BY_TYPE: tuple[tuple[type[BaseException], FailureClass], ...] = (
+    (ContainerError, "container"),
+    (ForeignProcessError, "foreign_process"),
+)
+
+
 def classify(error: BaseException) -> FailureClass:
     """Which kind of failure an exception is (out of memory recognised by its message)."""
     if isinstance(error, RunInterrupted | RankFailed):
         return error.failure_class
     text = str(error).lower()
-    if isinstance(error, ContainerError):
-        return "container"
+    for kind, failure_class in BY_TYPE:
+        if isinstance(error, kind):
+            return failure_class
     out_of_memory = isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
     if out_of_memory or any(p in text for p in OOM_PATTERNS):
         return "out_of_memory"

@@ -16,6 +16,7 @@ from typing import Any
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.measure.aggregate import aggregate
 from llenergymeasure.measure.failure import RankFailed, classify, one_line
+from llenergymeasure.measure.gpu_processes import RUN_PID_ENV
 from llenergymeasure.measure.progress import Progress
 from llenergymeasure.measure.protocol import OWN_GPUS_ENV
 from llenergymeasure.results.io import write_model_atomic, write_text_atomic
@@ -39,6 +40,7 @@ def rank_env(config: ExperimentConfig, rank: int, world: int, port: int) -> dict
         "WORLD_SIZE": str(world),
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(port),
+        RUN_PID_ENV: os.environ.get(RUN_PID_ENV, str(os.getpid())),  # siblings are the run's
     }
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if config.measurement.device == "cuda":

@@ -16,16 +16,20 @@ from llenergymeasure.backends.base import Backend, CacheState, PreparedPrompt, R
 from llenergymeasure.config.loader import run_id
 from llenergymeasure.config.models import ExperimentConfig, MeasurementConfig
 from llenergymeasure.devices import MeterSetup, select_meter
+from llenergymeasure.devices.counter import probe_counter_periods
 from llenergymeasure.devices.gpu_control import gpu_settings
 from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.measure import memory
 from llenergymeasure.measure.baseline import cooldown, idle_baseline
+from llenergymeasure.measure.gpu_processes import GpuProcessWatch
 from llenergymeasure.measure.progress import Progress
 from llenergymeasure.measure.warmup import warm_up
 from llenergymeasure.results.models import (
     Baseline,
     Cooldown,
+    CounterUpdatePeriod,
     Energy,
+    GpuProcessCheck,
     GpuSettingsRecord,
     Warmup,
 )
@@ -50,6 +54,7 @@ class Loaded:
     load_rss_mb: float | None
     load_device_mb: float | None
     gpu_settings: GpuSettingsRecord | None
+    counter_periods: list[CounterUpdatePeriod]
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Observed(Loaded):
     perf_to_unix_s: float
     passes: list[list[RequestTiming]]
     energy: Energy
+    gpu_processes: GpuProcessCheck
     window_peak_rss_mb: float | None
     window_device_mb: float | None
 
@@ -110,6 +116,8 @@ def observe(
             )
         )
         setup = select_meter(measurement, world)
+        # before the sampler starts: the probe reads the counters alone, as fast as it can
+        counter_periods = probe_counter_periods(setup.source) if setup.source is not None else []
     except BaseException:
         gpu.close()
         backend.close()
@@ -126,6 +134,7 @@ def observe(
         load_rss_mb=load_rss_mb,
         load_device_mb=load_device_mb,
         gpu_settings=gpu_record,
+        counter_periods=counter_periods,
     )
     try:
         return _protocol(config, loaded, baseline_cache, barrier, progress)
@@ -164,11 +173,14 @@ def _protocol(
     rss_reset_error = memory.reset_peak_rss()
     meter = setup.make_meter(sampler)
     barrier()
+    watch = GpuProcessWatch(setup.source, measurement.foreign_processes)
+    watch.before_window()  # under `fail`, a foreign process stops the run here
     progress.phase = sampler.phase = "window"
     log.info("window: %d prompts, at least %g s", len(prompts), measurement.min_window_s)
     started_at = _now()
     window_start_unix_s = time.time()
     meter.begin_window()
+    watch.start()
     t0 = time.perf_counter()
     perf_to_unix_s = time.time() - time.perf_counter()  # token times to the timeline's clock
     passes = _window(backend, prompts, t0, measurement, progress)
@@ -176,6 +188,8 @@ def _protocol(
     window_s = t1 - t0
     window_end_unix_s = time.time()
     energy = meter.end_window()
+    gpu_processes = watch.stop()
+    watch.raise_if_failed()
     sampler.phase = "post"
     progress.phase, progress.detail = "finish", ""
     progress.timings["window_s"] = window_s
@@ -195,6 +209,7 @@ def _protocol(
         perf_to_unix_s=perf_to_unix_s,
         passes=passes,
         energy=energy,
+        gpu_processes=gpu_processes,
         window_peak_rss_mb=memory.peak_rss_mb(),
         window_device_mb=backend.device_memory_mb()[1],
     )

@@ -18,6 +18,7 @@ from llenergymeasure.measure.breakdown import Breakdown, energy_breakdown, windo
 from llenergymeasure.measure.efficiency import normalised_metrics
 from llenergymeasure.measure.energy import adjust_for_idle, with_facility
 from llenergymeasure.measure.flops import null_flops, run_flops
+from llenergymeasure.measure.gpu_processes import describe
 from llenergymeasure.measure.latency import latency_summary, request_result
 from llenergymeasure.measure.precision import precision_for
 from llenergymeasure.measure.progress import Progress
@@ -79,7 +80,15 @@ def measure(
     )
     model_config, config_error = _model_config(o.backend)
     baseline = o.baseline
-    energy = o.energy.model_copy(update={"meter_choice": o.setup.choice, "baseline": baseline})
+    measured = [p.period_s for p in o.counter_periods if p.period_s is not None]
+    energy = o.energy.model_copy(
+        update={
+            "meter_choice": o.setup.choice,
+            "baseline": baseline,
+            "counter_update_period_s": max(measured) if measured else None,
+            "counter_update_periods": o.counter_periods,
+        }
+    )
     energy = adjust_for_idle(
         energy,
         baseline.per_device_w if baseline else {},
@@ -154,6 +163,7 @@ def measure(
         warnings=_warnings(o, energy),
         phases=breakdown.phases,
         steady_state=breakdown.steady,
+        gpu_processes=o.gpu_processes,
         requests=requests,
     )
 
@@ -193,6 +203,10 @@ def _warnings(o: Observed, energy: Energy) -> list[str]:
         warnings.append(f"adjusted energy is null: {energy.adjusted_null_reason}")
     if o.warmup.converged is False:
         warnings.append(f"warmup {o.warmup.note}")
+    if o.gpu_processes.foreign:
+        warnings.append(
+            f"other processes used the run's GPUs: {describe(o.gpu_processes.foreign)}"
+        )
     if o.cooled.settled is False:
         warnings.append(f"cooldown stopped at {o.cooled.max_s:g} s before the devices settled")
     return warnings

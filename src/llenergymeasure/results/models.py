@@ -137,8 +137,14 @@ class Latency(ResultModel):
 class DeviceEnergy(ResultModel):
     """Energy of one device over the window, and how it was obtained."""
 
-    device: str = Field(..., description="gpu:<nvml index>, rapl:package-<n>, rapl:dram-<n>.")
+    device: str = Field(
+        ..., description="A GPU's UUID (GPU-...), rapl:package-<n>, rapl:dram-<n>."
+    )
     name: str
+    cuda_index: int | None = Field(
+        None, description="A GPU's index among the run's CUDA devices; null when not known."
+    )
+    identified_by: str | None = Field(None, description="How a GPU was matched to its UUID.")
     energy_j: float | None
     null_reason: str | None = None
     method: str = Field(..., description="nvml_counter | nvml_power_polling | rapl")
@@ -194,6 +200,32 @@ class MeterChoice(ResultModel):
     refused: dict[str, str] = {}
 
 
+class CounterUpdatePeriod(ResultModel):
+    """How often one device's energy counter updates, measured when the session started."""
+
+    device: str
+    period_s: float | None = Field(
+        ..., description="Median spacing of the counter's changes; null with the reason."
+    )
+    null_reason: str | None = None
+    method: str = Field(..., description="How it was measured.")
+    reads: int = Field(..., description="Reads of the counter during the probe.")
+    updates: int = Field(..., description="Reads at which its value had changed.")
+    probe_s: float = Field(..., description="How long the probe read.")
+    read_s: float | None = Field(
+        None, description="Mean duration of one read: the precision of each change time."
+    )
+    min_spacing_s: float | None = None
+    max_spacing_s: float | None = None
+    continuous: bool = Field(
+        False, description="It changed at most reads: period_s is an upper bound."
+    )
+    used_s: float = Field(..., description="The period the phase split used.")
+    used: Literal["measured", "nominal"] = Field(
+        ..., description="measured: period_s; nominal: the source's documented period."
+    )
+
+
 class Energy(ResultModel):
     """Energy of the measurement window and how it was obtained."""
 
@@ -219,6 +251,12 @@ class Energy(ResultModel):
     carbon_intensity_source: str | None = None
     emissions_kg: float | None = Field(None, description="kg CO2eq of the facility energy.")
     meter_choice: MeterChoice | None = None
+    counter_update_period_s: float | None = Field(
+        None,
+        description="The slowest measured energy-counter update period of the devices; "
+        "null where none was measured (see counter_update_periods).",
+    )
+    counter_update_periods: list[CounterUpdatePeriod] = []
     notes: list[str] = []
 
 
@@ -432,6 +470,7 @@ FailureClass = Literal[
     "timeout",
     "killed",
     "container",
+    "foreign_process",
     "internal",
 ]
 
@@ -457,6 +496,36 @@ class FailureRecord(ResultModel):
     timings: dict[str, float] = Field({}, description="Durations known when it failed (s).")
     environment: dict[str, Any]
     log: str | None = Field(None, description="The run's log file, where the workflow keeps it.")
+
+
+class ForeignProcess(ResultModel):
+    """A compute process on one of the run's GPUs that is not the run's own."""
+
+    pid: int = Field(..., description="As NVML reports it (the host's PID namespace).")
+    device: str = Field(..., description="The GPU's UUID.")
+    name: str | None = Field(None, description="Its command name, where /proc shows it.")
+    used_memory_mb: float | None = Field(None, description="Largest GPU memory seen in use.")
+    before_window: bool = Field(..., description="Listed in the check right before the window.")
+    during_window: bool = Field(..., description="Listed by a check during the window.")
+    first_seen_unix_s: float
+    last_seen_unix_s: float
+
+
+class GpuProcessCheck(ResultModel):
+    """Other processes on the run's GPUs, listed before and during the window."""
+
+    policy: Literal["warn", "fail"] = Field(..., description="measurement.foreign_processes.")
+    checked: bool = Field(..., description="Whether the meter could list the GPUs' processes.")
+    null_reason: str | None = None
+    method: str | None = Field(None, description="e.g. nvmlDeviceGetComputeRunningProcesses.")
+    interval_s: float | None = Field(None, description="Checks during the window this often.")
+    checks: int = Field(0, description="Lists taken: one before the window, then during it.")
+    foreign: list[ForeignProcess] = []
+    unattributed_pids: list[int] = Field(
+        [],
+        description="PIDs this process cannot see (a container's own PID namespace): maybe "
+        "the run's own engine, maybe not.",
+    )
 
 
 class RunResult(ResultModel):
@@ -496,5 +565,8 @@ class RunResult(ResultModel):
     )
     processes: list[ProcessSummary] = Field(
         [], description="Ranks of a multi-process run (empty for one process)."
+    )
+    gpu_processes: GpuProcessCheck | None = Field(
+        None, description="Other processes on the run's GPUs before and during the window."
     )
     requests: list[RequestResult]

@@ -7,6 +7,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Phase = Literal["prefill", "decode", "idle"]
+EnergyLabel = Literal["counter", "power", "apportioned"]
+LABEL_DESCRIPTION = (
+    "How the energy was obtained. counter (power on a device without a counter): at "
+    "least one timeline resolution long and at least half its energy lies between "
+    "readings inside it; apportioned: mostly (or wholly, with no two readings inside) "
+    "divided out of counter steps that straddle its edges (see PhaseSplit."
+    "apportioned_method), placed to within resolution_s."
+)
 STEADY_MIN_S = 20.0
 """A steady-state window shorter than this is flagged `short` (ML.ENERGY uses 20 s)."""
 SATURATION_THRESHOLD = 0.85
@@ -26,6 +34,13 @@ class PhaseInterval(_Strict):
     )
     end_t_window_s: float
     energy_j: float | None = Field(None, description="Energy of the stretch; null without one.")
+    energy_label: EnergyLabel | None = Field(None, description=LABEL_DESCRIPTION)
+    measured_energy_j: float | None = Field(
+        None, description="Of energy_j, between the first and last reading inside it."
+    )
+    apportioned_energy_j: float | None = Field(
+        None, description="The rest of energy_j: shares of steps straddling its edges."
+    )
     output_tokens: int = Field(0, description="Output tokens delivered at its steps.")
 
 
@@ -35,6 +50,15 @@ class PhaseEnergy(_Strict):
     duration_s: float = Field(..., description="Seconds of the window in this phase.")
     stretches: int = Field(..., description="Separate stretches of this phase.")
     energy_j: float | None = Field(None, description="Energy of the phase; null with the reason.")
+    energy_label: Literal["counter", "power", "apportioned", "mixed"] | None = Field(
+        None, description="Its stretches' energy_label where they agree, else mixed."
+    )
+    measured_energy_j: float | None = Field(
+        None, description="Sum of its stretches' measured_energy_j."
+    )
+    apportioned_energy_j: float | None = Field(
+        None, description="Sum of its stretches' apportioned_energy_j."
+    )
     alignment_uncertainty_j: float | None = Field(
         None,
         description="Energy within half a timeline resolution of each of this phase's "
@@ -69,7 +93,18 @@ class PhaseSplit(_Strict):
     )
     energy_null_reason: str | None = None
     resolution_s: float | None = Field(
-        None, description="The timeline's resolution (sampling or counter update period)."
+        None,
+        description="The timeline's resolution (the longer of the sampling interval and "
+        "the counter update period): an apportioned energy is placed to within it.",
+    )
+    counter_update_period_s: float | None = Field(
+        None,
+        description="The counter update period the timeline used (energy."
+        "counter_update_periods: measured at session start, else nominal); null without "
+        "a counter.",
+    )
+    apportioned_method: str | None = Field(
+        None, description="How energy between two readings is divided at a boundary."
     )
     window_energy_j: float | None = Field(None, description="The window's energy (energy_j).")
     prefill: PhaseEnergy

@@ -119,6 +119,7 @@ RUNS_SCHEMA = pa.schema(
         pa.field("energy_confidence", pa.string()),
         pa.field("energy_interval_s", pa.float64()),
         pa.field("energy_devices", pa.list_(pa.string())),
+        pa.field("foreign_processes", pa.int64()),
         pa.field("emissions_kg", pa.float64()),
         pa.field("max_temperature_c", pa.float64()),
         pa.field("max_throttle_s", pa.float64()),
@@ -303,6 +304,11 @@ def run_row(result: RunResult | FailureRecord) -> dict[str, Any]:
         "idle_power_w": energy.baseline.idle_power_w if energy.baseline else None,
         "facility_energy_j": energy.facility_energy_j,
         "energy_devices": energy.devices,
+        "foreign_processes": (
+            len(result.gpu_processes.foreign)
+            if result.gpu_processes and result.gpu_processes.checked
+            else None
+        ),
         "max_temperature_c": max(temperatures, default=None),
         "max_throttle_s": max(throttles, default=None),
         "energy_null_reason": energy.null_reason,

@@ -61,7 +61,10 @@ LIB_NAME = "libnvidia-ml.so.1"
 SCENARIO_ENV = "FAKE_NVML_SCENARIO"
 STATE_ENV = "FAKE_NVML_STATE"
 CFLAGS = ("-O2", "-Wall", "-std=gnu11", "-shared", "-fPIC", "-fvisibility=hidden")
-LDFLAGS = (f"-Wl,-soname,{LIB_NAME}", "-lm", "-lpthread")
+LDFLAGS = ("-lm", "-lpthread")
+CUDA_SOURCE = HERE / "fake_cuda.c"
+CUDA_LIB_NAME = "libcuda.so.1"
+CUDA_ORDER_ENV = "FAKE_CUDA_ORDER"  # NVML indices in CUDA's fastest-first order, e.g. "1,0"
 
 # NVML return codes used in scenarios (the full list is in pynvml: NVML_ERROR_*).
 NVML_ERROR_UNINITIALIZED = 1
@@ -104,7 +107,13 @@ ARCH_ADA = 8
 ARCH_HOPPER = 9
 
 # Environment variables that would make a consumer look at something other than the fake.
-FOREIGN_ENV = ("CUDA_VISIBLE_DEVICES", "ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT", "ZEUSD_TOKEN")
+FOREIGN_ENV = (
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "ZEUSD_SOCK_PATH",
+    "ZEUSD_HOST_PORT",
+    "ZEUSD_TOKEN",
+)
 
 Curve = float | Sequence[tuple[float, float]]
 
@@ -141,6 +150,29 @@ class Throttle:
     def line(self) -> str:
         sm = "" if self.sm_clock_mhz is None else f" {int(self.sm_clock_mhz)}"
         return f"throttle {_num(self.start_s)} {_num(self.end_s)} {int(self.reasons):#x}{sm}"
+
+
+@dataclass
+class Process:
+    """A compute process on the device (``nvmlDeviceGetComputeRunningProcesses``).
+
+    ``pid`` is a process id, or ``"self"``: whichever process asks (a run's own CUDA
+    context is listed like any other). With ``start_s``/``end_s`` only while
+    ``start_s <= t < end_s``.
+    """
+
+    pid: int | str
+    used_mib: int = 1024
+    start_s: float | None = None
+    end_s: float | None = None
+
+    def line(self) -> str:
+        if (self.start_s is None) != (self.end_s is None):
+            raise ValueError("give both start_s and end_s, or neither")
+        if self.pid != "self" and not (isinstance(self.pid, int) and self.pid > 0):
+            raise ValueError(f"pid is a positive int or 'self': {self.pid!r}")
+        window = "" if self.start_s is None else f" {_num(self.start_s)} {_num(self.end_s)}"
+        return f"process {self.pid} {int(self.used_mib)}{window}"
 
 
 @dataclass
@@ -205,10 +237,12 @@ class FakeDevice:
     sm_locked_mhz: tuple[int, int] | None = None  # (min, max) locked at init; None: unlocked
     mem_locked_mhz: tuple[int, int] | None = None
     errors: list[InjectedError] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FakeDevice:
         values = dict(data)
+        values["processes"] = [_coerce(Process, p) for p in values.get("processes", [])]
         values["throttle"] = [_coerce(Throttle, t) for t in values.get("throttle", [])]
         values["errors"] = _coerce_errors(values.get("errors", []))
         for key in ("sm_locked_mhz", "mem_locked_mhz"):
@@ -324,6 +358,7 @@ class FakeDevice:
                 lo, hi = _lock(lock)
                 out.append(f"{key} {lo} {hi}")
         out += [t.line() for t in self.throttle]
+        out += [p.line() for p in self.processes]
         out += [e.line() for e in self.errors]
         return out
 
@@ -527,28 +562,37 @@ def write_state(
 
 
 def build_fake_nvml(out_dir: str | os.PathLike[str], compiler: str = "gcc") -> Path:
-    """Compile ``fake_nvml.c`` into ``out_dir/libnvidia-ml.so.1`` (skipped if up to date).
+    """Compile ``fake_nvml.c`` into ``out_dir/libnvidia-ml.so.1`` and, beside it,
+    ``fake_cuda.c`` into ``out_dir/libcuda.so.1`` (each skipped if up to date).
+
+    The fake CUDA driver sits in the same directory so that ``subprocess_env`` (and
+    ``activate``'s children) find both: it answers which NVML GPU each CUDA device is.
 
     Raises FileNotFoundError if the compiler is missing, RuntimeError if compiling fails.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lib = out_dir / LIB_NAME
-    stamp = out_dir / (LIB_NAME + ".stamp")
     cc = shutil.which(compiler)
     if cc is None:
         raise FileNotFoundError(f"C compiler {compiler!r} not found: cannot build {LIB_NAME}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _compile(cc, CUDA_SOURCE, out_dir / CUDA_LIB_NAME, ("-ldl",))
+    return _compile(cc, SOURCE, out_dir / LIB_NAME, LDFLAGS)
+
+
+def _compile(cc: str, source: Path, lib: Path, ldflags: Sequence[str]) -> Path:
+    stamp = lib.with_name(lib.name + ".stamp")
+    soname = (f"-Wl,-soname,{lib.name}",)
     digest = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join((compiler, *CFLAGS, *LDFLAGS)).encode()
+        source.read_bytes() + " ".join((cc, *CFLAGS, *soname, *ldflags)).encode()
     ).hexdigest()
     if lib.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return lib
-    tmp = out_dir / f".{LIB_NAME}.{os.getpid()}.tmp"
-    cmd = [cc, *CFLAGS, "-o", str(tmp), str(SOURCE), *LDFLAGS]
+    tmp = lib.with_name(f".{lib.name}.{os.getpid()}.tmp")
+    cmd = [cc, *CFLAGS, "-o", str(tmp), str(source), *soname, *ldflags]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"building {LIB_NAME} failed:\n{' '.join(cmd)}\n{proc.stderr}")
+        raise RuntimeError(f"building {lib.name} failed:\n{' '.join(cmd)}\n{proc.stderr}")
     tmp.replace(lib)
     stamp.write_text(digest + "\n")
     return lib
@@ -764,6 +808,7 @@ __all__ = [
     "FakeDevice",
     "FakeScenario",
     "InjectedError",
+    "Process",
     "Throttle",
     "activate",
     "analytic_energy_j",

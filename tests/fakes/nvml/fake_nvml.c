@@ -131,6 +131,14 @@
  *   c2c 0|1                       nvmlDeviceGetC2cModeInfoV.isC2cEnabled; without
  *                                 this line that call is NOT_SUPPORTED (non-Grace)
  *   compute_mode INT              default 0 (NVML_COMPUTEMODE_DEFAULT)
+ *   process PID|self USED_MIB [START_S END_S]
+ *                                 a compute process on this device (pid, or
+ *                                 `self`: the calling process, as a run's own
+ *                                 CUDA context is listed; GPU memory in MiB),
+ *                                 listed by
+ *                                 nvmlDeviceGetComputeRunningProcesses while
+ *                                 START_S <= t < END_S (always without them);
+ *                                 repeatable
  *   error FUNCTION CODE [START_S END_S]
  *                                 as the global one, for this device's handle only
  *
@@ -191,7 +199,11 @@
  *                                    is copied and *count = its length.  A memMHz
  *                                    not in supported_memory_clocks ->
  *                                    NVML_ERROR_NOT_FOUND (6), as nvml.h documents
- *   running processes                always none
+ *   nvmlDeviceGetComputeRunningProcesses_v2/_v3
+ *                                    the `process` lines active at t, with NVML's
+ *                                    size protocol (INSUFFICIENT_SIZE and the
+ *                                    count when *count is too small); graphics
+ *                                    processes: always none
  *
  * Setters (each can also be failed with an `error` line, e.g. `error
  * nvmlDeviceSetGpuLockedClocks 3` for a GPU that does not support it):
@@ -370,11 +382,12 @@ enum {
 #define MAX_DEVICES 16
 #define MAX_POWER_POINTS 4096
 #define MAX_TEMP_POINTS 256
-#define MAX_THROTTLE 64
+#define MAX_THROTTLE 1024
 #define MAX_ERRORS 64
 #define MAX_FIELDS 64
 #define MAX_CLOCKS 512
 #define MAX_SEGMENTS 64
+#define MAX_PROCESSES 32
 #define STR_LEN 128
 
 typedef struct {
@@ -386,6 +399,12 @@ typedef struct {
     int code;
     double start, end;
 } inj_error_t;
+
+typedef struct {
+    unsigned int pid; /* 0: the calling process (`self`) */
+    unsigned long long used_mib;
+    double start, end;
+} process_t;
 
 typedef struct {
     double start, end;
@@ -443,6 +462,8 @@ typedef struct fake_device {
     throttle_t throttle[MAX_THROTTLE];
     int c2c; /* -1 = NOT_SUPPORTED */
     unsigned int compute_mode;
+    int n_processes;
+    process_t processes[MAX_PROCESSES];
     int n_errors;
     inj_error_t errors[MAX_ERRORS];
 } fake_device;
@@ -1103,6 +1124,20 @@ static int parse_device(parse_ctx *c, fake_device *d, const char *rest, int *pow
         NEED(1);
         if (to_uint(c->toks[1], &d->compute_mode))
             BAD();
+    } else if (!strcmp(key, "process")) {
+        if (c->n != 3 && c->n != 5)
+            return parse_fail(c, "usage: process PID USED_MIB [START_S END_S]");
+        if (d->n_processes >= MAX_PROCESSES)
+            return parse_fail(c, "too many process lines (max %d)", MAX_PROCESSES);
+        process_t *pr = &d->processes[d->n_processes];
+        pr->start = -INFINITY;
+        pr->end = INFINITY;
+        pr->pid = 0;
+        if ((strcmp(c->toks[1], "self") && to_uint(c->toks[1], &pr->pid)) ||
+            to_ull(c->toks[2], &pr->used_mib) ||
+            (c->n == 5 && (to_double(c->toks[3], &pr->start) || to_double(c->toks[4], &pr->end))))
+            BAD();
+        d->n_processes++;
     } else if (!strcmp(key, "error")) {
         return parse_error(c, d->errors, &d->n_errors);
     } else {
@@ -2150,15 +2185,58 @@ static nvmlReturn_t no_processes(const char *fn, nvmlDevice_t device, unsigned i
     *count = 0;
     RET(NVML_SUCCESS);
 }
-NVML_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t device,
-                                                              unsigned int *count, void *infos)
+
+/* nvmlProcessInfo_v2_t / _v3_t (the same layout) */
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory; /* bytes */
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlProcessInfo_t;
+
+static nvmlReturn_t compute_processes(const char *fn, nvmlDevice_t device, unsigned int *count,
+                                      nvmlProcessInfo_t *infos)
 {
-    return no_processes("nvmlDeviceGetComputeRunningProcesses_v2", device, count, infos);
+    DEV_BEGIN(fn);
+    if (!count)
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    unsigned int n = 0;
+    for (int i = 0; i < d->n_processes; i++)
+        if (d->processes[i].start <= t && t < d->processes[i].end)
+            n++;
+    if (n == 0) {
+        *count = 0;
+        RET(NVML_SUCCESS);
+    }
+    if (!infos || *count < n) {
+        *count = n;
+        RET(NVML_ERROR_INSUFFICIENT_SIZE);
+    }
+    unsigned int k = 0;
+    for (int i = 0; i < d->n_processes; i++) {
+        const process_t *pr = &d->processes[i];
+        if (!(pr->start <= t && t < pr->end))
+            continue;
+        infos[k].pid = pr->pid ? pr->pid : (unsigned int)getpid();
+        infos[k].usedGpuMemory = pr->used_mib * 1024ULL * 1024ULL;
+        infos[k].gpuInstanceId = 0xFFFFFFFFu;
+        infos[k].computeInstanceId = 0xFFFFFFFFu;
+        k++;
+    }
+    *count = n;
+    RET(NVML_SUCCESS);
+}
+NVML_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t device,
+                                                              unsigned int *count,
+                                                              nvmlProcessInfo_t *infos)
+{
+    return compute_processes("nvmlDeviceGetComputeRunningProcesses_v2", device, count, infos);
 }
 NVML_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device,
-                                                              unsigned int *count, void *infos)
+                                                              unsigned int *count,
+                                                              nvmlProcessInfo_t *infos)
 {
-    return no_processes("nvmlDeviceGetComputeRunningProcesses_v3", device, count, infos);
+    return compute_processes("nvmlDeviceGetComputeRunningProcesses_v3", device, count, infos);
 }
 NVML_API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t device,
                                                                unsigned int *count, void *infos)
