@@ -66,9 +66,11 @@ def test_each_rank_meters_its_own_gpu_against_its_own_baseline(
     out = tmp_path / "run"
     ranks = [json.loads((out / f"process_{r}.json").read_text()) for r in (0, 1)]
 
-    for rank, name in enumerate(("gpu:0", "gpu:1")):
+    names = (scenario.uuid(0), scenario.uuid(1))
+    for rank, name in enumerate(names):
         mine = ranks[rank]["energy"]
         assert [d["device"] for d in mine["per_device"]] == [name]
+        assert mine["per_device"][0]["cuda_index"] == 0, "each rank sees its GPU as index 0"
         baseline = mine["baseline"]
         assert list(baseline["per_device_w"]) == [name], "each rank baselines its own GPU"
         b0, b1 = baseline["start_unix_s"], baseline["end_unix_s"]
@@ -78,9 +80,9 @@ def test_each_rank_meters_its_own_gpu_against_its_own_baseline(
 
     energy = result["energy"]
     devices = {d["device"]: d for d in energy["per_device"]}
-    assert set(devices) == {"gpu:0", "gpu:1"}
+    assert set(devices) == set(names)
     adjusted_truth_j = 0.0
-    for index, name in enumerate(("gpu:0", "gpu:1")):
+    for index, name in enumerate(names):
         device = devices[name]
         t0, t1 = device["window_start_unix_s"], device["window_end_unix_s"]
         truth_j = scenario.energy_j(index, t0, t1)
@@ -90,7 +92,7 @@ def test_each_rank_meters_its_own_gpu_against_its_own_baseline(
         adjusted_truth_j += truth_j - idle_w * (t1 - t0)
     total_truth_j = sum(
         scenario.energy_j(i, devices[n]["window_start_unix_s"], devices[n]["window_end_unix_s"])
-        for i, n in enumerate(("gpu:0", "gpu:1"))
+        for i, n in enumerate(names)
     )
     assert energy["energy_j"] == pytest.approx(total_truth_j, rel=0.005)
     assert energy["adjusted_energy_j"] == pytest.approx(adjusted_truth_j, rel=0.01)
