@@ -7,6 +7,7 @@ from typing import Any
 
 from llenergymeasure.measure.efficiency import normalised_metrics
 from llenergymeasure.measure.energy import adjust_for_idle, with_facility
+from llenergymeasure.measure.gpu_processes import merge as merge_gpu_processes
 from llenergymeasure.measure.latency import latency_summary
 from llenergymeasure.results.models import (
     Baseline,
@@ -263,6 +264,7 @@ def aggregate(results: Sequence[RunResult], files: Sequence[str]) -> RunResult:
             if first.cache is not None
             else None,
             "warnings": warnings,
+            "gpu_processes": merge_gpu_processes([r.gpu_processes for r in results]),
             "processes": [
                 ProcessSummary(
                     rank=rank,

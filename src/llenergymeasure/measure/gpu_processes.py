@@ -214,3 +214,37 @@ def describe(found: list[ForeignProcess]) -> str:
         )
         parts.append(f"pid {p.pid}{name} on {p.device}{memory}, {when} the window")
     return "; ".join(parts)
+
+
+def merge(checks: list[GpuProcessCheck | None]) -> GpuProcessCheck | None:
+    """The ranks' checks as one: every foreign process any rank saw (once per GPU)."""
+    present = [c for c in checks if c is not None]
+    if not present:
+        return None
+    checked = [c for c in present if c.checked]
+    if not checked:
+        return present[0]
+    foreign: dict[tuple[int, str], ForeignProcess] = {}
+    for p in (p for c in checked for p in c.foreign):
+        seen = foreign.get((p.pid, p.device))
+        foreign[(p.pid, p.device)] = p if seen is None else _union(seen, p)
+    return checked[0].model_copy(
+        update={
+            "checks": sum(c.checks for c in checked),
+            "foreign": sorted(foreign.values(), key=lambda p: (p.device, p.pid)),
+            "unattributed_pids": sorted({pid for c in checked for pid in c.unattributed_pids}),
+        }
+    )
+
+
+def _union(a: ForeignProcess, b: ForeignProcess) -> ForeignProcess:
+    memory = [m for m in (a.used_memory_mb, b.used_memory_mb) if m is not None]
+    return a.model_copy(
+        update={
+            "used_memory_mb": max(memory) if memory else None,
+            "before_window": a.before_window or b.before_window,
+            "during_window": a.during_window or b.during_window,
+            "first_seen_unix_s": min(a.first_seen_unix_s, b.first_seen_unix_s),
+            "last_seen_unix_s": max(a.last_seen_unix_s, b.last_seen_unix_s),
+        }
+    )
