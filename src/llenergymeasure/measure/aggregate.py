@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
+from llenergymeasure.devices.base import DeviceSample
 from llenergymeasure.measure.efficiency import normalised_metrics
 from llenergymeasure.measure.energy import adjust_for_idle, with_facility
 from llenergymeasure.measure.gpu_processes import merge as merge_gpu_processes
 from llenergymeasure.measure.latency import latency_summary
+from llenergymeasure.measure.shared_devices import device_union, machine_union
 from llenergymeasure.results.models import (
     Baseline,
     Cooldown,
@@ -38,40 +39,6 @@ def window_overlap(results: Sequence[RunResult]) -> float:
     return max(0.0, min(ends) - max(starts)) / total if total > 0 else 1.0
 
 
-def _device_union(readings: list[DeviceEnergy]) -> DeviceEnergy:
-    """One device seen by several ranks: counted once, over the union of their windows."""
-    timed = [d for d in readings if d.window_start_unix_s is not None]
-    timed_starts = [d.window_start_unix_s for d in readings if d.window_start_unix_s is not None]
-    widest = max(
-        timed or readings, key=lambda d: (d.window_end_unix_s or 0) - (d.window_start_unix_s or 0)
-    )
-    begins = [d.counter_begin_j for d in readings if d.counter_begin_j is not None]
-    ends = [d.counter_end_j for d in readings if d.counter_end_j is not None]
-    throttles = [d.throttle_s for d in readings if d.throttle_s is not None]
-    temps = [d.max_temperature_c for d in readings if d.max_temperature_c is not None]
-    update: dict[str, Any] = {
-        "throttle_s": max(throttles) if throttles else None,
-        "throttle_reasons": sorted({r for d in readings for r in d.throttle_reasons}),
-        "max_temperature_c": max(temps) if temps else None,
-        "window_start_unix_s": min(timed_starts, default=None),
-        "window_end_unix_s": max((d.window_end_unix_s or 0 for d in timed), default=None),
-        "idle_power_w": None,
-        "adjusted_energy_j": None,
-        "adjusted_null_reason": None,
-    }
-    if len(begins) == len(readings) and len(ends) == len(readings):
-        update |= {
-            "energy_j": max(ends) - min(begins),
-            "counter_begin_j": min(begins),
-            "counter_end_j": max(ends),
-        }
-        note = f"seen by {len(readings)} ranks: counter from the earliest start to the latest end"
-    else:
-        note = f"seen by {len(readings)} ranks: the widest rank window is reported (no counter)"
-    update["notes"] = [*widest.notes, note]
-    return widest.model_copy(update=update)
-
-
 def merged_baseline(results: Sequence[RunResult]) -> Baseline | None:
     """Every rank's idle baseline of its own devices, as one (a device once, lowest rank)."""
     baselines = [r.energy.baseline for r in results if r.energy.baseline is not None]
@@ -94,11 +61,22 @@ def merged_baseline(results: Sequence[RunResult]) -> Baseline | None:
     )
 
 
-def aggregate_energy(results: Sequence[RunResult], span_s: float) -> Energy:
+def aggregate_energy(
+    results: Sequence[RunResult], span_s: float, samples: Sequence[DeviceSample] = ()
+) -> Energy:
     """Energy per unique device (never summed across ranks sharing it), adjusted per device.
 
-    Each device's idle power comes from the baseline of a rank that meters it; adjusted
-    energy, facility energy and emissions are recomputed from the aggregated values.
+    A device several ranks share is measured over the union of their windows
+    (`shared_devices.device_union`), and so is a machine-level estimate
+    (`shared_devices.machine_union`). Each device's idle power comes from the baseline of
+    a rank that meters it and is subtracted over the same union; adjusted energy, facility
+    energy and emissions are recomputed from the aggregated values.
+
+    Args:
+        results: The ranks' results, in rank order.
+        span_s: The union of the ranks' windows (s).
+        samples: Every rank's device samples (its timeline); a device without an energy
+            counter that several ranks share is integrated from them.
     """
     first = results[0].energy
     if first.per_device:
@@ -106,31 +84,28 @@ def aggregate_energy(results: Sequence[RunResult], span_s: float) -> Energy:
         for r in results:
             for d in r.energy.per_device:
                 by_device.setdefault(d.device, []).append(d)
-        devices = [_device_union(readings) for readings in by_device.values()]
+        devices = [device_union(readings, samples) for readings in by_device.values()]
         unknown = [d for d in devices if d.energy_j is None]
         total = None if unknown else sum(d.energy_j or 0.0 for d in devices)
         energy = first.model_copy(
             update={
                 "per_device": devices,
                 "energy_j": total,
+                "null_reason": (
+                    "; ".join(f"{d.device}: {d.null_reason}" for d in unknown) if unknown else None
+                ),
+                "confidence": first.confidence if total is not None else None,
                 "devices": [f"{d.device} ({d.name})" for d in devices],
                 "meter_duration_s": span_s,
             }
         )
         baseline = merged_baseline(results)
-    else:  # one machine-level estimate per rank (codecarbon): the widest is the machine's
-        widest = max(
-            results, key=lambda r: r.timing.window_end_unix_s - r.timing.window_start_unix_s
+    else:  # one machine-level estimate per rank (codecarbon): the machine's, over the union
+        energy = machine_union(
+            [r.energy for r in results],
+            [(r.timing.window_start_unix_s, r.timing.window_end_unix_s) for r in results],
         )
-        energy = widest.energy.model_copy(
-            update={
-                "notes": [
-                    *widest.energy.notes,
-                    f"{len(results)} ranks on one machine: the widest rank's machine estimate",
-                ]
-            }
-        )
-        baseline = widest.energy.baseline
+        baseline = energy.baseline
     energy = energy.model_copy(update={"baseline": baseline})
     energy = adjust_for_idle(
         energy,
@@ -174,8 +149,10 @@ def _total(values: Iterable[int | None]) -> int | None:
     return None if any(v is None for v in items) else sum(v or 0 for v in items)
 
 
-def aggregate(results: Sequence[RunResult], files: Sequence[str]) -> RunResult:
-    """The run's result from its ranks' results (ranks in order)."""
+def aggregate(
+    results: Sequence[RunResult], files: Sequence[str], samples: Sequence[DeviceSample] = ()
+) -> RunResult:
+    """The run's result from its ranks' results (ranks in order) and their device samples."""
     world = len(results)
     start = min(r.timing.window_start_unix_s for r in results)
     end = max(r.timing.window_end_unix_s for r in results)
@@ -196,7 +173,7 @@ def aggregate(results: Sequence[RunResult], files: Sequence[str]) -> RunResult:
     )
     output_tokens = sum(r.tokens.output_tokens for r in results)
     input_tokens = sum(r.tokens.input_tokens for r in results)
-    energy = aggregate_energy(results, span_s)
+    energy = aggregate_energy(results, span_s, samples)
     overlap = window_overlap(results)
     warnings = [f"rank {rank}: {w}" for rank, r in enumerate(results) for w in r.warnings]
     if energy.adjusted_null_reason and energy.baseline is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.devices.base import DeviceSample
 from llenergymeasure.measure.aggregate import aggregate
 from llenergymeasure.measure.failure import RankFailed, classify, one_line
 from llenergymeasure.measure.gpu_processes import RUN_PID_ENV
@@ -21,6 +22,7 @@ from llenergymeasure.measure.progress import Progress
 from llenergymeasure.measure.protocol import OWN_GPUS_ENV
 from llenergymeasure.results.io import write_model_atomic, write_text_atomic
 from llenergymeasure.results.models import RunResult
+from llenergymeasure.results.timeseries import read_power
 
 KILL_AFTER_S = 5.0  # after SIGTERM, a rank that still runs is killed
 
@@ -61,7 +63,8 @@ def run_ranks(
     world = config.settings.processes
     port = _free_port()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*out_dir.glob("process_*.json"), *out_dir.glob("process_*.error")]:
+    stale_files = ("process_*.json", "process_*.error", "process_*.timeseries.parquet")
+    for stale in [p for pattern in stale_files for p in out_dir.glob(pattern)]:
         stale.unlink()  # a previous attempt's ranks must not be aggregated
     ranks = [
         subprocess.Popen(
@@ -88,9 +91,23 @@ def run_ranks(
         raise
     files = [f"process_{rank}.json" for rank in range(world)]
     results = [RunResult.model_validate_json((out_dir / f).read_bytes()) for f in files]
-    result = aggregate(results, files)
+    result = aggregate(results, files, rank_samples(out_dir, results))
     write_model_atomic(out_dir / "result.json", result)
     return result
+
+
+def rank_samples(out_dir: Path, results: list[RunResult]) -> list[DeviceSample]:
+    """Every rank's power samples, from the timeline file its result names (if it wrote one)."""
+    samples = []
+    for r in results:
+        name = r.timeseries.path if r.timeseries is not None else None
+        if name is None or not (out_dir / name).is_file():
+            continue
+        samples += [
+            DeviceSample(device=device, t_s=t_s, power_w=power_w)
+            for device, t_s, power_w in read_power(out_dir / name)
+        ]
+    return samples
 
 
 def _wait_all(ranks: list[subprocess.Popen[bytes]], out_dir: Path, grace_s: float) -> None:

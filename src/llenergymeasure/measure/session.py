@@ -58,7 +58,8 @@ def measure(
 
     Args:
         config: The resolved run.
-        out_dir: The run's directory; rank 0 writes timeseries.parquet there (None: nothing).
+        out_dir: The run's directory; rank 0 writes timeseries.parquet there, another rank
+            process_<rank>.timeseries.parquet (None: nothing).
         baseline_cache: Directory caching idle baselines across a campaign's runs.
         calflops_profile: calflops counts of this model (`llem flops-profile`), if any.
         rank: This process's rank in a multi-process run; it measures prompts[rank::world].
@@ -143,9 +144,10 @@ def measure(
         timeseries=_timeseries(
             o.sampler,
             o.setup.choice.chosen,
-            out_dir if rank == 0 else None,
+            out_dir,
             rid,
             o.window_start_unix_s,
+            name=timeseries_name(rank),
         ),
         precision=precision,
         flops=flops,
@@ -251,8 +253,23 @@ def _gap(gap_s: float) -> None:
         time.sleep(gap_s)
 
 
+def timeseries_name(rank: int) -> str:
+    """The timeline file of a rank: the run's for rank 0, its own for the others.
+
+    The aggregation of a multi-process run reads every rank's (a device the ranks share
+    and that has no energy counter is integrated from all their power samples).
+    """
+    return "timeseries.parquet" if rank == 0 else f"process_{rank}.timeseries.parquet"
+
+
 def _timeseries(
-    sampler: Sampler, meter: str, out_dir: Path | None, rid: str, window_start_unix_s: float
+    sampler: Sampler,
+    meter: str,
+    out_dir: Path | None,
+    rid: str,
+    window_start_unix_s: float,
+    *,
+    name: str,
 ) -> Timeseries:
     timeseries = Timeseries(
         path=None,
@@ -262,8 +279,8 @@ def _timeseries(
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_timeseries(out_dir / "timeseries.parquet", rid, sampler.samples, window_start_unix_s)
-        timeseries.path = "timeseries.parquet"
+        write_timeseries(out_dir / name, rid, sampler.samples, window_start_unix_s)
+        timeseries.path = name
     return timeseries
 
 

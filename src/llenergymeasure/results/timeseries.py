@@ -79,3 +79,16 @@ def write_timeseries(
     pq.write_table(table, tmp)
     tmp.replace(path)
     return table.num_rows
+
+
+def read_power(path: Path) -> list[tuple[str, float, float | None]]:
+    """`(device, t_unix_s, power_w)` of every row of a timeline written by `write_timeseries`."""
+    table = pq.read_table(path, columns=["device", "t_unix_s", "power_w"])
+    return list(
+        zip(
+            table.column("device").to_pylist(),
+            table.column("t_unix_s").to_pylist(),
+            table.column("power_w").to_pylist(),
+            strict=True,
+        )
+    )
