@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,11 @@ def long_run(campaign, **measurement):
     }
     (config,) = plan_campaign(campaign, "c.yaml").runs.values()
     return config
+
+
+HANG_GUARD_S = 300
+"""Fails a run that hangs (a stop that never comes); never a check of this machine's speed."""
+PHASES = {"start", "load", "cooldown", "baseline", "warmup", "window"}
 
 
 def start(config, tmp_path, env):
@@ -56,9 +62,9 @@ def test_sigterm_from_slurm_in_the_window_leaves_a_timeout_record(
     # environment is how a run knows it is a SLURM job (no such job here: no time left known).
     proc = start(long_run(campaign), tmp_path, {"SLURM_JOB_ID": "999999"})
     wait_for_window(proc)
-    time.sleep(1.0)
+    time.sleep(1.0)  # into the window (no bound on when: a later signal is as good)
     proc.send_signal(signal.SIGTERM)
-    output = proc.communicate(timeout=60)[0]
+    output = proc.communicate(timeout=HANG_GUARD_S)[0]
     assert proc.returncode == 0, output[-3000:]
     out = tmp_path / "r"
     record = json.loads((out / "result.json").read_text())
@@ -71,14 +77,19 @@ def test_sigterm_from_slurm_in_the_window_leaves_a_timeout_record(
 
 def test_a_run_past_max_run_s_is_stopped_and_recorded(tmp_path, campaign, embedded_model):
     proc = start(long_run(campaign, max_run_s=20), tmp_path, {})
-    started = time.monotonic()
-    output = proc.communicate(timeout=120)[0]
+    # The window alone would last 600 s: a record that arrives is the bound's doing, and
+    # the message says which bound fired. How soon after its 20 s is this machine's speed.
+    output = proc.communicate(timeout=HANG_GUARD_S)[0]
     assert proc.returncode == 0, output[-3000:]
-    assert time.monotonic() - started < 60, "stopped near its bound, not after the window"
     record = json.loads((tmp_path / "r" / "result.json").read_text())
-    assert record["failure_class"] == "timeout" and record["phase"] == "window"
+    assert record["status"] == "failed" and record["failure_class"] == "timeout"
     assert record["message"] == "stopped after 20 s by measurement.max_run_s = 20 s"
-    assert record["elapsed_s"] == pytest.approx(20, abs=5)
+    assert record["elapsed_s"] >= 20, "the bound counts from the run's start, never early"
+    # The record names the phase the run was in: the window once it began (a slow machine
+    # may still be loading at 20 s).
+    reached_window = re.search(r"window: \d+ prompts", output) is not None
+    assert (record["phase"] == "window") is reached_window, (record["phase"], output[-3000:])
+    assert record["phase"] in PHASES
 
 
 def test_outside_slurm_sigterm_interrupts_without_a_record(tmp_path, campaign, embedded_model):
@@ -86,6 +97,6 @@ def test_outside_slurm_sigterm_interrupts_without_a_record(tmp_path, campaign, e
     proc = start(long_run(campaign), tmp_path, {"SLURM_JOB_ID": ""})
     wait_for_window(proc)
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode != 0
     assert not (tmp_path / "r" / "result.json").exists()

@@ -16,6 +16,7 @@ import pytest
 
 from llenergymeasure.backends.vllm import is_vllm_available
 from llenergymeasure.config import plan_campaign
+from llenergymeasure.results.phase_models import SATURATION_THRESHOLD, STEADY_MIN_S
 from llenergymeasure.results.tables import build_tables
 from tests.fakes.nvml import FakeDevice, FakeScenario
 from tests.llem import llem_run
@@ -65,7 +66,9 @@ def check_conservation(result: dict, tmp_path) -> None:
     durations = sum(phases[p]["duration_s"] for p in ("prefill", "decode", "idle"))
     assert durations == pytest.approx(window_s, rel=1e-9)
     intervals = phases["intervals"]
-    assert 0 <= intervals[0]["start_t_window_s"] < 0.05
+    # The split starts where the requests' clock starts, after the meter began the window
+    # (how long `begin_window` took is this machine's speed, not bounded here).
+    assert 0 <= intervals[0]["start_t_window_s"] < window_s
     assert intervals[-1]["end_t_window_s"] == pytest.approx(
         intervals[0]["start_t_window_s"] + window_s, abs=1e-6
     )
@@ -151,14 +154,25 @@ def test_vllm_phases_and_steady_state(tmp_path, embedded_model, fake_nvml_env):
     check_conservation(result, tmp_path)
     check_truth(result, scenario)
     assert phases["prefill"]["output_tokens"] >= result["tokens"]["num_requests"]
+    # What the steady window holds depends on when the engine's steps ran (the exact split
+    # is tested on recorded token streams in tests/unit/test_steady_state.py); here only
+    # what holds at any speed: 6 requests queued for 2 slots fill the batch, the window is
+    # inside the run, and its flags follow its own numbers.
     steady = result["steady_state"]
     assert steady["null_reason"] is None, steady
-    assert steady["windows"] >= 1 and steady["duration_s"] > 0
+    assert steady["windows"] == result["timing"]["window_passes"] and steady["duration_s"] > 0
     assert steady["max_num_seqs"] == 2 and steady["peak_running"] == 2
-    assert 1.0 <= steady["mean_running"] <= 2.0
-    assert steady["short"] is True  # a few seconds, under ML.ENERGY's 20 s
-    assert 0 < steady["output_tokens"] < result["tokens"]["output_tokens"]
-    assert steady["energy_j"] > 0 and steady["energy_per_output_token_j"] > 0
+    assert 0 < steady["mean_running"] <= 2.0
+    assert steady["saturation"] == pytest.approx(steady["mean_running"] / 2)
+    assert steady["unsaturated"] is (steady["saturation"] < SATURATION_THRESHOLD)
+    assert steady["short"] is (steady["duration_s"] < STEADY_MIN_S)
+    # All of them when each pass's last two requests end in one step (no drain to cut off).
+    assert 0 < steady["output_tokens"] <= result["tokens"]["output_tokens"]
+    assert steady["duration_s"] <= result["timing"]["window_s"]
+    assert 0 < steady["energy_j"] <= result["energy"]["energy_j"]
+    assert steady["energy_per_output_token_j"] == pytest.approx(
+        steady["energy_j"] / steady["output_tokens"]
+    )
     assert steady["window_energy_per_output_token_j"] == pytest.approx(
         result["energy_per_output_token_j"]
     )

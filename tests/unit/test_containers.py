@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -143,11 +144,18 @@ def test_image_from_other_source_is_refused(tmp_path):
     (package / "a.py").write_text("x = 1\n")
     (package / "data" / "p.jsonl").write_text("{}\n")
     before = source_sha256(package)
+    # By path, in path order: each file's path and bytes, NUL-terminated.
+    expected = hashlib.sha256(b"a.py\0x = 1\n\0data/p.jsonl\0{}\n\0").hexdigest()
+    assert before == expected
     (package / "a.py").write_text("x = 2\n")
-    assert source_sha256(package) != before
+    changed = source_sha256(package)
+    assert changed != before
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "a.pyc").write_bytes(b"\0")
-    assert source_sha256(package) == source_sha256(package), "caches do not count"
+    (package / "notes.txt").write_text("not shipped\n")
+    assert source_sha256(package) == changed, "caches and files a wheel leaves out do not count"
+    (package / "a.py").write_text("x = 1\n")
+    assert source_sha256(package) == before, "the same source, the same hash"
     current = Image(reference="i", image_id="x", digest=None, source_sha256=source_sha256())
     check_source(current)
     with pytest.raises(ContainerError, match="other llenergymeasure source .* rebuild it"):
