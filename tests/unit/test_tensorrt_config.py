@@ -8,7 +8,13 @@ import shutil
 import pytest
 
 from llenergymeasure.backends.arrivals import arrival_offsets_s
-from llenergymeasure.backends.tensorrt import check_quantization, llm_arguments
+from llenergymeasure.backends.tensorrt import (
+    check_quantization,
+    checkpoint_kv_cache_quant_algo,
+    kv_cache_dtype,
+    llm_arguments,
+    sampler_record,
+)
 from llenergymeasure.config import plan_campaign
 from llenergymeasure.config.loader import gpus_needed
 from llenergymeasure.config.models import TensorrtSettings
@@ -80,6 +86,8 @@ def test_a_swept_tensorrt_setting_gives_one_run_per_value(campaign):
         ({"max_seq_lenn": 16}, "settings.tensorrt.max_seq_lenn", "unknown key"),
         ({"quantization": "int8"}, "settings.tensorrt.quantization", "is not allowed"),
         ({"max_batch_size": 8}, "settings.tensorrt.max_batch_size", "differs from batch_size"),
+        # TensorRT-LLM 1.2 takes any KvCacheConfig.dtype string but acts on auto and fp8 only
+        ({"kv_cache_dtype": "float16"}, "settings.tensorrt.kv_cache_dtype", "auto"),
     ],
 )
 def test_bad_tensorrt_settings_fail_at_plan_time(campaign, engine, key, reason):
@@ -139,14 +147,39 @@ def test_precision_of_pre_quantised_checkpoints(quantization, weights, compute, 
         assert p.weight_bits == {"fp8": 8, "int4_awq": 4}[quantization]
 
 
-def checkpoint(tmp_path, embedded_model, quant_algo=None):
+def checkpoint(tmp_path, embedded_model, quant_algo=None, kv_cache_quant_algo=None):
     path = tmp_path / "ckpt"
     path.mkdir()
     shutil.copy(embedded_model / "config.json", path / "config.json")
-    if quant_algo:
-        section = {"quantization": {"quant_algo": quant_algo, "kv_cache_quant_algo": None}}
-        (path / "hf_quant_config.json").write_text(json.dumps(section))
+    if quant_algo or kv_cache_quant_algo:
+        section = {"quant_algo": quant_algo, "kv_cache_quant_algo": kv_cache_quant_algo}
+        (path / "hf_quant_config.json").write_text(json.dumps({"quantization": section}))
     return str(path)
+
+
+def test_an_fp8_kv_cache_comes_from_the_setting_or_the_checkpoint(tmp_path, embedded_model):
+    fp8_kv = checkpoint(tmp_path, embedded_model, "FP8", kv_cache_quant_algo="FP8")
+    assert checkpoint_kv_cache_quant_algo(fp8_kv) == "FP8"
+    assert checkpoint_kv_cache_quant_algo(str(embedded_model)) is None
+    assert kv_cache_dtype(None, "FP8", "bfloat16").startswith("fp8 (the checkpoint's")
+    assert kv_cache_dtype("auto", "FP8", "bfloat16").startswith("fp8 (the checkpoint's")
+    assert kv_cache_dtype("fp8", None, "bfloat16") == "fp8 (settings.tensorrt.kv_cache_dtype)"
+    assert kv_cache_dtype("auto", None, "float16") == "float16 (the model dtype)"
+
+
+def test_the_seed_is_honoured_only_by_trtllm_sampler(campaign):
+    campaign = trt_campaign(campaign)
+    campaign["grid"] = {}
+    campaign["settings"].update(decoding="sample", temperature=0.7, seed=3)
+    (config,) = plan_campaign(campaign, "c.yaml").runs.values()
+    assert sampler_record(config)["sampler"] == "TorchSampler"
+    assert sampler_record(config)["seed_honoured"] is False
+    campaign["settings"]["tensorrt"] = {"llm_kwargs": {"sampler_type": "TRTLLMSampler"}}
+    (config,) = plan_campaign(campaign, "c.yaml").runs.values()
+    assert sampler_record(config)["seed_honoured"] is True
+    campaign["settings"].update(decoding="greedy", temperature=None, seed=None)
+    (config,) = plan_campaign(campaign, "c.yaml").runs.values()
+    assert sampler_record(config)["seed_honoured"] is None
 
 
 def test_quantisation_setting_must_describe_the_checkpoint(tmp_path, embedded_model):

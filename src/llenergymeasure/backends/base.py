@@ -25,9 +25,9 @@ class EngineTiming:
     """An engine's own timestamps of one request, on the engine's clock (seconds).
 
     They come from the engine, not from llem: TensorRT-LLM's per-request perf metrics, read
-    from its steady clock, whose zero is not llem's. They are recorded beside llem's own
-    timestamps and are never subtracted from them; only differences on this one clock mean
-    anything. None where the engine did not report the time.
+    from its steady clock (CLOCK_MONOTONIC on Linux, the clock of llem's `time.perf_counter`:
+    `clock` says whether it is llem's here). They are recorded beside llem's own timestamps,
+    as the engine reported them. None where the engine did not report the time.
 
     Attributes:
         clock: The clock the times are on, in words.
@@ -134,4 +134,14 @@ class Backend(Protocol):
         """(Allocated now, peak since the last reset) in MiB; None where not observable."""
 
     def versions(self) -> dict[str, str]:
-        """Versions of the libraries this backend ran on."""
+        """Versions of the libraries this backend ran on.
+
+        A backend may also define `engine_facts() -> dict[str, Any]`: what its engine did
+        with the run's settings that the config alone does not say (see `engine_facts`).
+        """
+
+
+def engine_facts(backend: object) -> dict[str, Any]:
+    """A backend's `engine_facts()` (the result's `environment.engine`), {} where it has none."""
+    facts = getattr(backend, "engine_facts", None)
+    return dict(facts()) if callable(facts) else {}

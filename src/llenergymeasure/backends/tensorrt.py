@@ -12,6 +12,28 @@ of the generation config and the tokenizer), nothing after it. TensorRT-LLM stop
 output with `include_stop_str_in_output`). Where an engine ends a request on `end_id`
 without returning that token, the EOS it generated is counted at the final update.
 
+What TensorRT-LLM 1.2 does with the settings, and what llem does about it (the stand-in
+in tests/fakes/tensorrt_llm behaves the same way):
+
+- `ignore_eos` disables `end_id` only; `stop_token_ids` still end a request, so none are
+  passed then (every output is `max_new_tokens` long).
+- `min_tokens` bans `end_id` only: another EOS id can end a request earlier (recorded);
+  builds that count the prompt toward it fail the run rather than stop short. It is not
+  passed with `ignore_eos` (those builds then ban vocabulary id -1 instead).
+- The default sampler (TorchSampler) ignores a request's `seed`: recorded, with the
+  sampler (`llm_kwargs: {sampler_type: TRTLLMSampler}` honours it).
+- Prompt + `max_new_tokens` over `max_seq_len` is clamped, with a log line only: the
+  requests that ended short are counted in the record. A prompt over `max_num_tokens`
+  without chunked prefill, or one that leaves no room under `max_seq_len`, fails before
+  the window.
+- The perf-metric times are the engine's steady clock, CLOCK_MONOTONIC on Linux: the
+  clock of `time.perf_counter`, so they are on llem's clock there (recorded as such).
+- `kv_cache_config.dtype` acts only on `auto` and `fp8` (and `nvfp4`, Blackwell only, not
+  offered), refusing any other value; with `auto` a checkpoint with `kv_cache_quant_algo:
+  FP8` gets an FP8 KV cache. The KV cache dtype is recorded.
+
+The record is `engine_facts()`, the result's `environment.engine`.
+
 Not yet run on a GPU by this project: tested against a stand-in `tensorrt_llm` only.
 """
 
@@ -40,7 +62,6 @@ QUANT_ALGOS = {
     "fp8": {"FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_BLOCK_SCALES"},
     "int4_awq": {"W4A16_AWQ"},
 }
-ENGINE_CLOCK = "tensorrt_llm steady clock (the engine's own; its zero is not llem's)"
 
 
 def is_tensorrt_available() -> bool:
@@ -91,13 +112,26 @@ def llm_arguments(config: ExperimentConfig) -> dict[str, Any]:
     return {**kwargs, **engine.llm_kwargs}
 
 
-def checkpoint_quant_algo(path: str) -> tuple[bool, str | None]:
-    """(whether the checkpoint's metadata was found, its quantisation algorithm or None).
+def engine_clock() -> tuple[str, bool]:
+    """(The clock of the engine's perf-metric times, whether it is llem's `perf_counter`).
 
-    Reads ModelOpt's `hf_quant_config.json` (`quantization.quant_algo`) or the
-    `quantization_config` of `config.json` (ModelOpt's `quant_algo`, else `quant_method`).
+    TensorRT-LLM stamps them with `std::chrono::steady_clock`, CLOCK_MONOTONIC on Linux,
+    which is also what `time.perf_counter` reads there.
     """
-    found = False
+    implementation = time.get_clock_info("perf_counter").implementation
+    shared = "CLOCK_MONOTONIC" in implementation and "RAW" not in implementation
+    if shared:
+        return "CLOCK_MONOTONIC (TensorRT-LLM steady_clock), llem's time.perf_counter", True
+    return f"TensorRT-LLM steady_clock (llem's time.perf_counter is {implementation})", False
+
+
+def _quant_sections(path: str) -> tuple[bool, list[dict[str, Any]]]:
+    """(Whether checkpoint metadata was found, its quantisation sections, best first).
+
+    ModelOpt's `hf_quant_config.json` (`quantization`), then the `quantization_config` of
+    `config.json`.
+    """
+    found, sections = False, []
     for name in ("hf_quant_config.json", "config.json"):
         file = _checkpoint_file(path, name)
         if file is None:
@@ -109,10 +143,74 @@ def checkpoint_quant_algo(path: str) -> tuple[bool, str | None]:
             continue
         section = data.get("quantization") or data.get("quantization_config")
         if isinstance(section, dict):
-            algo = section.get("quant_algo") or section.get("quant_method")
-            if algo:
-                return True, str(algo).upper()
+            sections.append(section)
+    return found, sections
+
+
+def checkpoint_quant_algo(path: str) -> tuple[bool, str | None]:
+    """(whether the checkpoint's metadata was found, its quantisation algorithm or None).
+
+    Reads ModelOpt's `hf_quant_config.json` (`quantization.quant_algo`) or the
+    `quantization_config` of `config.json` (ModelOpt's `quant_algo`, else `quant_method`).
+    """
+    found, sections = _quant_sections(path)
+    for section in sections:
+        algo = section.get("quant_algo") or section.get("quant_method")
+        if algo:
+            return True, str(algo).upper()
     return found, None
+
+
+def checkpoint_kv_cache_quant_algo(path: str) -> str | None:
+    """The checkpoint's `kv_cache_quant_algo` (e.g. FP8), None where it has none."""
+    for section in _quant_sections(path)[1]:
+        algo = section.get("kv_cache_quant_algo")
+        if algo:
+            return str(algo).upper()
+    return None
+
+
+def kv_cache_dtype(setting: str | None, checkpoint_kv_algo: str | None, dtype: str) -> str:
+    """The KV cache dtype TensorRT-LLM 1.2 runs with, in words.
+
+    `kv_cache_config.dtype` acts only on `fp8` (FP8 KV cache) and `auto` (the
+    checkpoint's `kv_cache_quant_algo`, else the model dtype); the settings offer no other.
+
+    Args:
+        setting: `settings.tensorrt.kv_cache_dtype` (None: TensorRT-LLM's `auto`).
+        checkpoint_kv_algo: The checkpoint's `kv_cache_quant_algo`.
+        dtype: The run's model dtype.
+    """
+    if setting == "fp8":
+        return "fp8 (settings.tensorrt.kv_cache_dtype)"
+    if checkpoint_kv_algo == "FP8":
+        return "fp8 (the checkpoint's kv_cache_quant_algo FP8)"
+    if checkpoint_kv_algo:
+        return f"{checkpoint_kv_algo.lower()} (the checkpoint's kv_cache_quant_algo)"
+    return f"{dtype} (the model dtype)"
+
+
+def sampler_record(config: ExperimentConfig) -> dict[str, Any]:
+    """The engine's sampler and whether it honours `settings.seed`.
+
+    TorchSampler, TensorRT-LLM's default (`sampler_type` auto, no beam search), draws
+    from one generator of its own and ignores `SamplingParams.seed`; TRTLLMSampler
+    honours it.
+    """
+    engine = config.settings.tensorrt or TensorrtSettings()
+    chosen = str(engine.llm_kwargs.get("sampler_type", "auto"))
+    sampler = "TRTLLMSampler" if chosen == "TRTLLMSampler" else "TorchSampler"
+    if config.settings.decoding == "greedy":
+        honoured, note = None, "greedy decoding (top_k 1): no random draw, the seed is moot"
+    elif sampler == "TorchSampler":
+        honoured = False
+        note = (
+            "TorchSampler ignores SamplingParams.seed: sampled outputs do not follow "
+            "settings.seed (llm_kwargs sampler_type TRTLLMSampler honours it)"
+        )
+    else:
+        honoured, note = True, "TRTLLMSampler seeds each request from SamplingParams.seed"
+    return {"sampler": sampler, "seed_honoured": honoured, "seed_note": note}
 
 
 def _checkpoint_file(path: str, name: str) -> Path | None:
@@ -161,7 +259,7 @@ def check_quantization(path: str, declared: str | None) -> None:
         )
 
 
-def engine_timing(metrics: Any) -> EngineTiming | None:
+def engine_timing(metrics: Any, clock: str) -> EngineTiming | None:
     """The engine's per-request timestamps (`request_perf_metrics.timing_metrics`)."""
     timing = getattr(metrics, "timing_metrics", None)
     if timing is None:
@@ -175,7 +273,7 @@ def engine_timing(metrics: Any) -> EngineTiming | None:
         return float(value) if value else None
 
     return EngineTiming(
-        clock=ENGINE_CLOCK,
+        clock=clock,
         arrival_s=seconds("arrival_time"),
         first_scheduled_s=seconds("first_scheduled_time"),
         first_token_s=seconds("first_token_time"),
@@ -197,6 +295,11 @@ class TensorrtBackend:
         self.tokenizer: Any = None
         self.eos_ids: set[int] = set()
         self.end_id: int | None = None
+        self.clock, self.clock_is_llem = engine_clock()
+        self.max_seq_len: int | None = None
+        self.max_seq_len_source = "not known"
+        self.kv_cache = "not known"
+        self.clamped: set[int] = set()  # prompts whose output the engine cut to max_seq_len
 
     def load(self) -> None:
         """Build/load the engine (outside the window: its start-up is `model_load_s`)."""
@@ -216,22 +319,67 @@ class TensorrtBackend:
         self.eos_ids = eos_token_ids(self.tokenizer, generation_config(path))
         tokenizer_eos = self.tokenizer.eos_token_id
         self.end_id = min(self.eos_ids, default=None) if tokenizer_eos is None else tokenizer_eos
+        self.kv_cache = kv_cache_dtype(
+            self.engine_settings.kv_cache_dtype,
+            checkpoint_kv_cache_quant_algo(path),
+            self.settings.dtype,
+        )
         try:
             self.engine = _build_llm(kwargs)
         except Exception as e:  # pydantic ValidationError, ValueError, RuntimeError, CUDA errors
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BackendError(f"tensorrt_llm rejected the engine settings: {first_line}") from e
+        self.max_seq_len, self.max_seq_len_source = self._max_seq_len()
+
+    def _engine_arg(self, name: str) -> Any:
+        """An `LLM` argument as the engine holds it (`llm.args`), None where not exposed."""
+        return getattr(getattr(self.engine, "args", None), name, None)
+
+    def _max_seq_len(self) -> tuple[int | None, str]:
+        """The engine's `max_seq_len` and where it comes from (None: not known)."""
+        given = self._engine_arg("max_seq_len")
+        if isinstance(given, int):
+            return given, "settings.tensorrt.max_seq_len"
+        try:  # unset: the engine takes the model's limit
+            limit = getattr(self.model_config(), "max_position_embeddings", None)
+        except Exception:  # unreadable config: the limit stays unknown
+            limit = None
+        if isinstance(limit, int):
+            return limit, "the model's max_position_embeddings"
+        return None, "not set and not in the model's config"
 
     def prepare_prompts(self) -> list[PreparedPrompt]:
-        """The same token ids the transformers backend would generate from."""
-        return prepare_prompts(self.tokenizer, self.config)
+        """The same token ids the transformers backend would generate from.
+
+        Raises:
+            BackendError: A prompt the engine would refuse: over `max_num_tokens` without
+                chunked prefill, or leaving no room for output under `max_seq_len`.
+        """
+        prompts = prepare_prompts(self.tokenizer, self.config)
+        longest = max((len(p.token_ids) for p in prompts), default=0)
+        chunked = bool(self._engine_arg("enable_chunked_prefill"))
+        budget = self._engine_arg("max_num_tokens")
+        if not chunked and isinstance(budget, int) and longest > budget:
+            raise BackendError(
+                f"a prompt of {longest} tokens exceeds the engine's max_num_tokens ({budget}) "
+                "and chunked prefill is off: TensorRT-LLM refuses it; raise "
+                "settings.tensorrt.max_num_tokens or set enable_chunked_prefill"
+            )
+        if self.max_seq_len is not None and longest >= self.max_seq_len:
+            raise BackendError(
+                f"a prompt of {longest} tokens leaves no output under max_seq_len "
+                f"({self.max_seq_len}, {self.max_seq_len_source}): raise "
+                "settings.tensorrt.max_seq_len or lower max_input_tokens"
+            )
+        return prompts
 
     def sampling_params(self) -> Any:
         """TensorRT-LLM sampling parameters of one request (perf metrics on)."""
         from tensorrt_llm import SamplingParams
 
         s, engine = self.settings, self.engine_settings
-        stop_ids = sorted(self.eos_ids - {self.end_id})
+        # ignore_eos disables end_id only: stop_token_ids would still end a request
+        stop_ids = [] if engine.ignore_eos else self.stop_token_ids()
         common: dict[str, Any] = {
             "max_tokens": s.max_new_tokens,
             "end_id": self.end_id,
@@ -240,7 +388,8 @@ class TensorrtBackend:
             "ignore_eos": engine.ignore_eos,
             "return_perf_metrics": True,
         }
-        if s.min_new_tokens:
+        if s.min_new_tokens and not engine.ignore_eos:
+            # Moot with ignore_eos, where some 1.2 builds would ban vocabulary id -1 instead.
             common["min_tokens"] = s.min_new_tokens
         if s.decoding == "greedy":
             return SamplingParams(top_k=1, **common)
@@ -252,6 +401,38 @@ class TensorrtBackend:
             seed=s.seed,
             **common,
         )
+
+    def stop_token_ids(self) -> list[int]:
+        """The EOS ids other than `end_id`: TensorRT-LLM stops on them as stop tokens."""
+        return sorted(self.eos_ids - {self.end_id})
+
+    def engine_facts(self) -> dict[str, Any]:
+        """What the engine did with the run's settings that the config alone does not say."""
+        min_new = self.settings.min_new_tokens
+        others = self.stop_token_ids()
+        facts: dict[str, Any] = {
+            **sampler_record(self.config),
+            "kv_cache_dtype": self.kv_cache,
+            "max_seq_len": self.max_seq_len,
+            "max_seq_len_source": self.max_seq_len_source,
+            "clamped_prompts": len(self.clamped),
+            "clamped_note": (
+                f"{len(self.clamped)} prompt(s) ended short of max_new_tokens "
+                f"({self.settings.max_new_tokens}): TensorRT-LLM clamps the output to "
+                "max_seq_len - prompt tokens"
+            )
+            if self.clamped
+            else None,
+            "engine_clock": self.clock,
+            "engine_clock_is_llem_clock": self.clock_is_llem,
+            "stop_token_ids": [] if self.engine_settings.ignore_eos else others,
+        }
+        if min_new and not self.engine_settings.ignore_eos and others:
+            facts["min_tokens_note"] = (
+                f"min_tokens bans end_id ({self.end_id}) only: EOS id(s) {others} can end a "
+                f"request before min_new_tokens ({min_new})"
+            )
+        return facts
 
     def run(
         self,
@@ -320,6 +501,9 @@ class TensorrtBackend:
             metrics = getattr(completion, "request_perf_metrics", None) or metrics
         if finish_reason == "stop" and stop_reason is None and not self.engine_settings.ignore_eos:
             self._count_unreturned_end_id(ids, times, chunks, last_update_s)
+            self._check_min_tokens(len(ids), len(prompt.token_ids))
+        if finish_reason == "length" and len(ids) < self.settings.max_new_tokens:
+            self.clamped.add(index)  # the engine's max_seq_len clamp: only a log line says so
         if not self.engine_settings.ignore_eos:
             _cut_after_first_eos(ids, times, chunks, self.eos_ids)
         return RequestTiming(
@@ -332,8 +516,22 @@ class TensorrtBackend:
             output_ids=tuple(ids),
             stopped_by_eos=finish_reason == "stop" and bool(ids) and ids[-1] in self.eos_ids,
             chunk_sizes=tuple(chunks),
-            engine_timing=engine_timing(metrics),
+            engine_timing=engine_timing(metrics, self.clock),
         )
+
+    def _check_min_tokens(self, generated: int, prompt_tokens: int) -> None:
+        """An end on `end_id` before `min_new_tokens`: this build counts the prompt toward it.
+
+        Raises:
+            BackendError: Rather than record outputs shorter than the setting asks.
+        """
+        min_new = self.settings.min_new_tokens
+        if min_new and generated <= min_new:
+            raise BackendError(
+                f"tensorrt_llm {tensorrt_version()} ended a request on end_id after {generated} "
+                f"token(s) with min_tokens {min_new} (prompt {prompt_tokens} tokens): this build "
+                "counts the prompt toward min_tokens; use a TensorRT-LLM with that fixed"
+            )
 
     def _count_unreturned_end_id(
         self, ids: list[int], times: list[float], chunks: list[int], last_update_s: float

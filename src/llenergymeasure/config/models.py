@@ -106,8 +106,12 @@ class TensorrtSettings(StrictModel):
         description="Share of the free GPU memory (after the weights) given to the KV cache "
         "(`KvCacheConfig.free_gpu_memory_fraction`).",
     )
-    kv_cache_dtype: str | None = Field(
-        None, description="KV cache dtype (`KvCacheConfig.dtype`), e.g. auto, fp8."
+    kv_cache_dtype: Literal["auto", "fp8"] | None = Field(
+        None,
+        description="KV cache dtype (`KvCacheConfig.dtype`): `fp8`, or `auto` (the "
+        "checkpoint's `kv_cache_quant_algo`, else the model dtype): values TensorRT-LLM 1.2 "
+        "acts on (it refuses a dtype name such as float16). The dtype the run got is recorded "
+        "in `environment.engine`.",
     )
     capacity_scheduler_policy: (
         Literal["GUARANTEED_NO_EVICT", "MAX_UTILIZATION", "STATIC_BATCH"] | None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure import environment
-from llenergymeasure.backends.base import Backend
+from llenergymeasure.backends.base import Backend, engine_facts
 from llenergymeasure.config.loader import config_hash, configuration_id, run_id
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.devices.sampler import Sampler
@@ -161,7 +161,7 @@ def measure(
             window_prompt_tokens=input_tokens,
             note=o.cache.note,
         ),
-        environment={**environment.collect(measurement.device), "backend": o.backend.versions()},
+        environment=_environment(measurement.device, o.backend),
         warnings=_warnings(o, energy),
         phases=breakdown.phases,
         steady_state=breakdown.steady,
@@ -212,6 +212,13 @@ def _warnings(o: Observed, energy: Energy) -> list[str]:
     if o.cooled.settled is False:
         warnings.append(f"cooldown stopped at {o.cooled.max_s:g} s before the devices settled")
     return warnings
+
+
+def _environment(device: str, backend: Backend) -> dict[str, Any]:
+    """Where the run ran, the backend's versions and, where it has them, its engine facts."""
+    found = {**environment.collect(device), "backend": backend.versions()}
+    facts = engine_facts(backend)
+    return {**found, "engine": facts} if facts else found
 
 
 def _model_config(backend: Backend) -> tuple[Any, str | None]:

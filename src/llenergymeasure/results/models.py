@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.results.phase_models import PhaseSplit, SteadyState
 
-SCHEMA_VERSION = "1.7.0"
+SCHEMA_VERSION = "1.8.0"
 
 
 class ResultModel(BaseModel):
@@ -33,9 +33,9 @@ class Stats(ResultModel):
 class EngineRequestTiming(ResultModel):
     """The engine's own timestamps of one request, kept on the engine's clock (seconds).
 
-    Reported by the engine (TensorRT-LLM's per-request perf metrics), on its steady clock,
-    whose zero is not llem's: never compared with llem's timestamps. Only the differences
-    below, taken on this one clock, are durations.
+    Reported by the engine (TensorRT-LLM's per-request perf metrics), on its steady clock:
+    CLOCK_MONOTONIC on Linux, the clock of llem's own timestamps (`clock` says which). The
+    differences below are taken on this one clock.
     """
 
     clock: str = Field(..., description="The engine clock the times are on.")

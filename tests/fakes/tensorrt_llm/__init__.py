@@ -6,7 +6,8 @@ keyword names of the real `LLM(...)` (`TorchLlmArgs` fields), `SamplingParams`,
 `KvCacheConfig` and `SchedulerConfig` that llem uses or tests (read from TensorRT-LLM's
 source), so a misspelt argument fails as it would for real, and streams scripted outputs:
 multi-token updates (as speculative decoding yields them), both finish reasons, and
-per-request perf metrics on an engine clock of its own.
+per-request perf metrics on the engine's steady clock (CLOCK_MONOTONIC). Where llem's numbers
+depend on it, it behaves as TensorRT-LLM 1.2 does (see `_engine`).
 
 The script is set with `FAKE_TRTLLM_SCENARIO` (JSON, see `_engine.Scenario`); every
 constructed engine appends its arguments to `FAKE_TRTLLM_TRACE` (a JSONL file) if set.

@@ -32,7 +32,7 @@ class KvCacheConfig(BaseModel):
     copy_on_partial_reuse: bool = True
     event_buffer_max_size: int = 0
     use_uvm: bool = False
-    dtype: str = "auto"
+    dtype: str = "auto"  # any string is taken here; loading the model refuses all but a few
     tokens_per_block: int = 32
 
 
@@ -42,6 +42,14 @@ class SchedulerConfig(BaseModel):
     model_config = STRICT
     capacity_scheduler_policy: CapacitySchedulerPolicy = CapacitySchedulerPolicy.GUARANTEED_NO_EVICT
     context_chunking_policy: str | None = None
+
+
+class QuantConfig(BaseModel):
+    """`llm.args.quant_config`: filled from the checkpoint when the engine is built."""
+
+    model_config = STRICT
+    quant_algo: str | None = None
+    kv_cache_quant_algo: str | None = None
 
 
 class TorchLlmArgs(BaseModel):
@@ -77,6 +85,7 @@ class TorchLlmArgs(BaseModel):
     cuda_graph_config: Any = None
     disable_overlap_scheduler: bool = False
     attn_backend: str = "TRTLLM"
+    sampler_type: Literal["TRTLLMSampler", "TorchSampler", "auto"] = "auto"
     enable_iter_perf_stats: bool = False
     print_iter_log: bool = False
     torch_compile_config: Any = None
@@ -84,3 +93,4 @@ class TorchLlmArgs(BaseModel):
     load_format: str = "auto"
     stream_interval: int = Field(1, gt=0)
     backend: Literal["pytorch"] = "pytorch"
+    quant_config: QuantConfig = Field(default_factory=QuantConfig)

@@ -1,27 +1,55 @@
-"""The stand-in engine: `LLM`, streamed `RequestOutput`s, perf metrics on its own clock."""
+"""The stand-in engine: `LLM`, streamed `RequestOutput`s, perf metrics on the engine clock.
+
+It behaves as TensorRT-LLM 1.2's PyTorch engine does where llem's numbers depend on it
+(read from its sources: `executor/base_worker.py`, `llmapi/llm.py`,
+`_torch/pyexecutor/sampler.py`, `llmapi/llm_args.py`):
+
+- `ignore_eos` disables `end_id` only (the request's end id becomes -1): a
+  `stop_token_ids` id still ends the request.
+- `min_tokens` bans `end_id` only, never a `stop_token_ids` id; older 1.2 builds count the
+  prompt toward it (`Scenario.min_tokens_counts_prompt`).
+- The default sampler (`sampler_type="auto"`: TorchSampler) ignores a request's `seed`;
+  `TRTLLMSampler` honours it.
+- Prompt + `max_tokens` over `max_seq_len` is clamped, with a log line only, to
+  `max_seq_len - prompt` tokens (a prompt that leaves none fails); a prompt over
+  `max_num_tokens` without chunked prefill fails in `generate_async`.
+- Perf-metric times are `std::chrono::steady_clock`, CLOCK_MONOTONIC on Linux: the clock
+  of `time.monotonic()` and `time.perf_counter()`.
+- `kv_cache_config.dtype` acts only on `auto` (the checkpoint's `kv_cache_quant_algo`,
+  from its `hf_quant_config.json`: `FP8` gives an FP8 KV cache) and `fp8` (and `nvfp4`,
+  Blackwell only); the engine refuses any other value when it loads the model
+  (`_torch/pyexecutor/model_loader.py`). The result lands in
+  `llm.args.quant_config.kv_cache_quant_algo`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from tensorrt_llm._args import TorchLlmArgs
+from tensorrt_llm._args import QuantConfig, TorchLlmArgs
 from tensorrt_llm.sampling_params import SamplingParams
 
-ENGINE_CLOCK_OFFSET_S = 7000.0
-"""The engine clock reads this much more than `time.monotonic()`: its zero is not llem's."""
 SCENARIO_ENV = "FAKE_TRTLLM_SCENARIO"
 TRACE_ENV = "FAKE_TRTLLM_TRACE"
+TORCH_SAMPLER_SEED = 42
+"""TorchSampler draws from one generator per engine, seeded once (its `_global_seed`)."""
+KV_CACHE_QUANT = {"fp8": "FP8", "nvfp4": "NVFP4"}
+"""`kv_cache_config.dtype` values that override the checkpoint; `auto` keeps its own."""
+logger = logging.getLogger("tensorrt_llm")
 
 
 def engine_now() -> timedelta:
-    """The engine's steady clock, as the real perf metrics report it (a timedelta)."""
-    return timedelta(seconds=time.monotonic() + ENGINE_CLOCK_OFFSET_S)
+    """The engine's steady clock (CLOCK_MONOTONIC), as the perf metrics report it."""
+    return timedelta(seconds=time.monotonic())
 
 
 @dataclass
@@ -35,6 +63,8 @@ class Scenario:
             `stop_token_ids` id, or at `max_tokens`; or `end_id`, `stop_token`, `never`.
         eos_after: Position of the EOS token (1-based; never before `min_tokens` + 1).
         strip_end_id: End on `end_id` without returning that token.
+        min_tokens_counts_prompt: Compare prompt + generated tokens with `min_tokens`
+            (TorchSampler of older 1.2 builds), not the generated ones.
         fail_on_init: Raise this RuntimeError message from `LLM(...)`.
     """
 
@@ -43,6 +73,7 @@ class Scenario:
     eos: str = "mixed"
     eos_after: int = 5
     strip_end_id: bool = False
+    min_tokens_counts_prompt: bool = False
     fail_on_init: str | None = None
 
     @classmethod
@@ -109,7 +140,12 @@ class RequestOutput:
     """A streamed request: `async for` yields this object after each engine update."""
 
     def __init__(
-        self, engine: LLM, request_id: int, prompt_ids: list[int], params: SamplingParams
+        self,
+        engine: LLM,
+        request_id: int,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        max_tokens: int,
     ) -> None:
         self.request_id = request_id
         self.prompt_token_ids = prompt_ids
@@ -118,7 +154,9 @@ class RequestOutput:
         self._engine = engine
         self._params = params
         self._scenario = engine.scenario
-        self._plan = _plan(prompt_ids, params, engine.scenario)
+        self._plan = _plan(
+            prompt_ids, params, engine.scenario, max_tokens, engine.sample_offset(params)
+        )
         self._position = 0
         self._step = 0
         self._slot_held = False
@@ -176,24 +214,41 @@ class _Plan:
     strip_end_id: bool = False
 
 
-def _plan(prompt: list[int], params: SamplingParams, scenario: Scenario) -> _Plan:
-    """The tokens a request will produce and how it ends (deterministic per prompt)."""
+def _plan(
+    prompt: list[int],
+    params: SamplingParams,
+    scenario: Scenario,
+    max_tokens: int,
+    sample_offset: int,
+) -> _Plan:
+    """The tokens a request will produce and how it ends (deterministic per prompt).
+
+    `max_tokens` is the engine's, after its clamp to `max_seq_len`; `sample_offset` shifts
+    the ids a sampled request draws (0 for greedy decoding).
+    """
     stop_ids = list(params.stop_token_ids or [])
+    end_id = -1 if params.ignore_eos else params.end_id  # as the executor hands it on
     specials = {params.end_id, *stop_ids}
-    base = 1000 + (sum(prompt) * 7) % 5000
-    plain = [t for t in range(base, base + params.max_tokens + len(specials)) if t not in specials]
+    base = 1000 + (sum(prompt) * 7 + sample_offset) % 5000
+    plain = [t for t in range(base, base + max_tokens + len(specials)) if t not in specials]
     kind = scenario.eos
     if kind == "mixed":
         kind = ("end_id", "stop_token", "never")[len(prompt) % 3]
     if kind == "stop_token" and not stop_ids:
         kind = "end_id"
-    position = max(scenario.eos_after, (params.min_tokens or 0) + 1)
-    if kind == "never" or position > params.max_tokens or params.end_id is None:
-        return _Plan(plain[: params.max_tokens], "length")
+    if kind == "never" or params.end_id is None:
+        return _Plan(plain[:max_tokens], "length")
+    position = scenario.eos_after
+    if kind == "end_id" and end_id != -1:
+        # min_tokens: logits[end_id] = -inf while the count is below it (end_id only)
+        counted_before = len(prompt) if scenario.min_tokens_counts_prompt else 0
+        position = max(position, (params.min_tokens or 0) - counted_before + 1)
+    if position > max_tokens:
+        return _Plan(plain[:max_tokens], "length")
     eos = params.end_id if kind == "end_id" else stop_ids[0]
-    if params.ignore_eos:  # generated, ignored, and generation goes on
+    if kind == "end_id" and end_id == -1:  # generated, not an end: generation goes on
         tokens = [*plain[: position - 1], eos, *plain[position - 1 :]]
-        return _Plan(tokens[: params.max_tokens], "length")
+        return _Plan(tokens[:max_tokens], "length")
     stop_reason = None if kind == "end_id" else eos
     strip = kind == "end_id" and scenario.strip_end_id
     return _Plan([*plain[: position - 1], eos], "stop", stop_reason, strip)
@@ -230,6 +285,12 @@ class LLM:
         self.scenario = Scenario.from_env()
         if self.scenario.fail_on_init:
             raise RuntimeError(self.scenario.fail_on_init)
+        self.args.quant_config = _quant_config(self.args)
+        # The executor's limit: the one given, else the model's (`max_position_embeddings`).
+        self.max_seq_len = self.args.max_seq_len or _model_limit(self.args)
+        trtllm = self.args.sampler_type == "TRTLLMSampler"
+        self.sampler = "TRTLLMSampler" if trtllm else "TorchSampler"  # auto: no beam search
+        self._torch_rng = random.Random(TORCH_SAMPLER_SEED)
         self._slots: asyncio.Semaphore | None = None
         self._next_id = 0
         self.is_shutdown = False
@@ -237,6 +298,14 @@ class LLM:
         if trace:
             with open(trace, "a", encoding="utf-8") as f:
                 f.write(json.dumps(self.args.model_dump(mode="json")) + "\n")
+
+    def sample_offset(self, params: SamplingParams) -> int:
+        """How far a sampled request's ids are shifted: by its seed only under TRTLLMSampler."""
+        if params.top_k == 1 or not params.temperature:
+            return 0  # greedy
+        if self.sampler == "TRTLLMSampler":
+            return random.Random(params.seed or 0).randrange(1, 10**6)
+        return self._torch_rng.randrange(1, 10**6)  # the engine's generator, seed ignored
 
     def slots(self) -> asyncio.Semaphore:
         """The engine's batch slots (created in the running event loop)."""
@@ -271,14 +340,36 @@ class LLM:
         if not ids or not all(isinstance(i, int) for i in ids):
             raise TypeError(f"The inputs must be type str or list of int, but got {inputs!r}")
         params = sampling_params or SamplingParams()
-        limit = self.args.max_seq_len
-        if limit is not None and len(ids) + params.max_tokens > limit:
+        max_num_tokens = self.args.max_num_tokens
+        if not self.args.enable_chunked_prefill and max_num_tokens and len(ids) > max_num_tokens:
             raise ValueError(
-                f"The sum of prompt length ({len(ids)}) and max_tokens ({params.max_tokens}) "
-                f"should not exceed max_seq_len ({limit})"
+                f"The sum of prompt length ({float(len(ids))}), query length (0) should not "
+                f"exceed max_num_tokens ({max_num_tokens})"
             )
         self._next_id += 1
-        return RequestOutput(self, self._next_id, list(ids), params)
+        request = RequestOutput(
+            self, self._next_id, list(ids), params, self._deduce_max_tokens(len(ids), params)
+        )
+        return request
+
+    def _deduce_max_tokens(self, prompt_len: int, params: SamplingParams) -> int:
+        """The executor's `max_tokens`: clamped to what `max_seq_len` leaves, with a log line."""
+        room = self.max_seq_len - prompt_len
+        if room <= 0:
+            raise ValueError(
+                f"`default_max_tokens` ({room}) should be greater than 0, `default_max_tokens` "
+                f"({room}) = max_seq_len ({self.max_seq_len}) - `splited_prompt_len` "
+                f"({prompt_len}) - `query_token_len` (0)"
+            )
+        if params.max_tokens > room:
+            logger.warning(
+                "User-specified `max_tokens` (%d) is greater than deduced `default_max_tokens` "
+                "(%d), using default_max_tokens instead.",
+                params.max_tokens,
+                room,
+            )
+            return room
+        return params.max_tokens
 
     def shutdown(self) -> None:
         """Release the engine."""
@@ -289,3 +380,32 @@ class LLM:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _quant_config(args: TorchLlmArgs) -> QuantConfig:
+    """The checkpoint's quantisation (`hf_quant_config.json`), with the KV cache dtype applied."""
+    quant = QuantConfig()
+    file = Path(str(args.model)) / "hf_quant_config.json"
+    if file.is_file():
+        section = json.loads(file.read_text(encoding="utf-8")).get("quantization") or {}
+        quant = QuantConfig(
+            quant_algo=section.get("quant_algo"),
+            kv_cache_quant_algo=section.get("kv_cache_quant_algo"),
+        )
+    dtype = args.kv_cache_config.dtype
+    if dtype == "auto":
+        return quant  # the checkpoint's KV cache quantisation, if any
+    if dtype not in KV_CACHE_QUANT:
+        raise ValueError(
+            "Overriding KV cache quantization with an invalid type "
+            f'"llm_args.KvCacheConfig.dtype="{dtype}" Accepted types are '
+            f'"{("fp8", "nvfp4", "auto")}".'
+        )
+    quant.kv_cache_quant_algo = KV_CACHE_QUANT[dtype]
+    return quant
+
+
+def _model_limit(args: TorchLlmArgs) -> int:
+    """The checkpoint's `max_position_embeddings` (config.json)."""
+    config = json.loads((Path(str(args.model)) / "config.json").read_text(encoding="utf-8"))
+    return int(config["max_position_embeddings"])
