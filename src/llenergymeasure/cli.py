@@ -230,7 +230,8 @@ def _live(progress: Progress) -> Iterator[None]:
     """On a terminal, a spinner line with the run's phase, where in it, and the time taken.
 
     Nothing in a log file (the workflow's runs): the display exists only where someone
-    watches. It is redrawn twice a second by rich's own thread.
+    watches. It is redrawn at every change of phase or detail, and twice a second by rich's
+    own thread (for the time taken).
     """
     if not sys.stderr.isatty():
         yield
@@ -246,7 +247,11 @@ def _live(progress: Progress) -> Iterator[None]:
     columns = (SpinnerColumn(), PhaseColumn(), TimeElapsedColumn())
     with Display(*columns, console=err, transient=True, refresh_per_second=2) as display:
         display.add_task("run")
-        yield
+        progress.on_change = display.refresh
+        try:
+            yield
+        finally:
+            progress.on_change = None
 
 
 def _headline(run: ExperimentConfig) -> str:

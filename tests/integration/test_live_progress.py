@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def write_config(tmp_path, campaign) -> list[str]:
-    # Phases long enough to be drawn (the line is redrawn twice a second): 3 warmup batches
-    # of 16 tokens, a window of at least 2 s.
+    # Every change of phase and detail is drawn (however fast this machine runs them):
+    # 3 warmup batches, then the window's passes.
     data = {
         **campaign,
         "settings": {**campaign["settings"], "max_new_tokens": 16, "min_new_tokens": 16},

@@ -103,7 +103,9 @@ def test_each_rank_meters_its_own_gpu_against_its_own_baseline(
     assert result["adjusted_energy_per_output_token_j"] == pytest.approx(
         energy["adjusted_energy_j"] / result["tokens"]["output_tokens"]
     )
-    assert result["timing"]["cooldown"] is not None
+    cooled = result["timing"]["cooldown"]  # one for the run: both ranks' GPUs, 1 s < a window
+    assert cooled["settled"] is False
+    assert [d["device"] for d in cooled["devices"]] == sorted(names)
 
 
 def test_two_ranks_sharing_a_gpu_count_it_once(tmp_path, campaign, embedded_model, fake_nvml_env):
@@ -168,6 +170,8 @@ def test_two_ranks_sharing_a_gpu_without_a_counter_integrate_its_power_over_the_
     truth_j = scenario.energy_j(0, t0, t1)
     assert device["energy_j"] == pytest.approx(truth_j, rel=0.001)
     assert "the power every rank polled" in device["notes"][-1]
+    assert "interpolated" not in device["notes"][-1], "each end is a rank's own boundary sample"
+    assert device["samples"] > max(d["samples"] for d in own), "both ranks' samples, merged"
     idle_w = ranks[0]["energy"]["baseline"]["per_device_w"][scenario.uuid(0)]
     assert device["idle_power_w"] == pytest.approx(idle_w)
     assert device["adjusted_energy_j"] == pytest.approx(

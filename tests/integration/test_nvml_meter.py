@@ -169,8 +169,8 @@ def check_throttling(result: dict, scenario: FakeScenario, window1: list[tuple[f
 def check_passes_and_cooldown(result: dict) -> None:
     assert result["timing"]["window_passes"] * 8 == result["tokens"]["num_requests"]
     cooldown = result["timing"]["cooldown"]
-    # cooldown_max_s 1: one one-second mean and none before it to compare it with, so the
-    # wait stops at its bound whatever the scripts do when this machine gets there
+    # cooldown_max_s 1: too short a wait to judge the devices at rest, so the wait stops at
+    # its bound whatever the scripts do when this machine gets there
     assert cooldown["settled"] is False and cooldown["cooldown_s"] >= cooldown["max_s"] == 1.0
     assert "cooldown stopped at 1 s before the devices settled" in result["warnings"]
 

@@ -139,7 +139,7 @@ def test_exit_codes_say_what_happened():
 
 
 def test_image_from_other_source_is_refused(tmp_path):
-    package = tmp_path / "pkg"
+    package = tmp_path / "data" / "pkg"  # under a folder named data, as on many clusters
     (package / "data").mkdir(parents=True)
     (package / "a.py").write_text("x = 1\n")
     (package / "data" / "p.jsonl").write_text("{}\n")

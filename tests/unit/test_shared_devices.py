@@ -180,6 +180,31 @@ def test_a_shared_gpu_with_a_counter_spans_the_earliest_to_the_latest_reading():
     )
 
 
+def test_counters_unwrapped_on_different_bases_give_null_with_the_reason():
+    # A RAPL-like counter of range 262144 J, unwrapped by each rank from its own start: it
+    # wrapped after rank 0 started counting and before rank 1 did, so rank 1's readings
+    # are one range below rank 0's. Mixing them would give the union ~262 kJ too little.
+    range_j = 262_144.0
+
+    def counted(rank: Rank, offset_j: float) -> DeviceEnergy:
+        start_s, end_s = rank.window
+        return rank.record().model_copy(
+            update={
+                "method": "rapl_counter",
+                "counter_begin_j": offset_j + truth_j(T0, start_s),
+                "counter_end_j": offset_j + truth_j(T0, end_s),
+            }
+        )
+
+    readings = [counted(RANK_0, range_j), counted(RANK_1, 0.0)]
+    union = device_union(readings, [])
+    assert union.energy_j is None and union.confidence is None
+    assert "do not rise with time" in union.null_reason
+    assert adjusted(union).adjusted_energy_j is None
+    same_basis = device_union([counted(RANK_0, range_j), counted(RANK_1, range_j)], [])
+    assert same_basis.energy_j == pytest.approx(truth_j(*UNION), rel=1e-12)
+
+
 # CodeCarbon: one estimate per rank over its own tracker window, no samples. Its estimate
 # (a TDP share where it cannot read power) is a constant machine power.
 MACHINE_W = {"cpu": 100.0, "gpu": 120.0, "ram": 30.0}

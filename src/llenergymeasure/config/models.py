@@ -398,8 +398,42 @@ class MeasurementConfig(StrictModel):
     cooldown_max_s: float = Field(
         60.0,
         ge=0,
-        description="Longest wait, before every measured run, for device power/temperature "
-        "to settle to idle (0 disables).",
+        description="Longest wait, before every measured run, for the devices to come to "
+        "rest (0 disables). Below `cooldown_window_s` no device can settle: the wait lasts "
+        "`cooldown_max_s` and is recorded unsettled.",
+    )
+    cooldown_window_s: float = Field(
+        30.0,
+        ge=10,
+        le=120,
+        description="Trailing window over which a device's temperature and power trends are "
+        "fitted (least squares); no device is at rest before one full window. NVML reads "
+        "whole °C, and a 1 °C step inside the window fits a slope of up to 1.5 °C / window: "
+        "at 30 s and the default slope bound a device cooling at 3 °C/min or more is never at "
+        "rest, one still or cooling under 2 °C/min may wait about one window more; shorter "
+        "windows let this quantisation dominate.",
+    )
+    cooldown_temperature_slope_c_per_s: float = Field(
+        0.033,
+        gt=0,
+        description="At rest only when the temperature's fitted |slope| is at most this "
+        "(0.033 °C/s ≈ 2 °C/min).",
+    )
+    cooldown_power_slope_w_per_s: float = Field(
+        0.05,
+        gt=0,
+        description="While no idle baseline of the device is cached yet (same host, meter, GPU "
+        "settings): at rest only when the power's fitted |slope| is at most this "
+        "(0.05 W/s = 3 W/min).",
+    )
+    cooldown_idle_tolerance_w: float = Field(
+        5.0,
+        ge=0,
+        description="Once the device's idle power is cached: at rest only when its mean power "
+        "over the window is at most idle + max(this, `cooldown_idle_tolerance_pct` of idle).",
+    )
+    cooldown_idle_tolerance_pct: float = Field(
+        5.0, ge=0, description="See `cooldown_idle_tolerance_w`."
     )
     warmup_batches: int = Field(
         1,

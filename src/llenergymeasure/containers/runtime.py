@@ -40,12 +40,17 @@ def source_sha256(package_dir: Path | None = None) -> str:
     files = sorted(
         p
         for p in package_dir.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and (p.suffix == ".py" or "data" in p.parts)
+        if p.is_file() and _shipped(p.relative_to(package_dir).parts, p.suffix)
     )
     for path in files:
         digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def _shipped(parts: tuple[str, ...], suffix: str) -> bool:
+    """Whether a wheel ships the file at `parts` (inside the package): *.py and data/."""
+    return "__pycache__" not in parts and (suffix == ".py" or parts[0] == "data")
 
 
 def find_runtime(runtime: str) -> str:

@@ -13,6 +13,7 @@ from llenergymeasure.measure.shared_devices import device_union, machine_union
 from llenergymeasure.results.models import (
     Baseline,
     Cooldown,
+    CooldownDevice,
     DeviceEnergy,
     Energy,
     Flops,
@@ -116,13 +117,25 @@ def aggregate_energy(
     return with_facility(energy, results[0].config.measurement)
 
 
-def _longest_cooldown(results: Sequence[RunResult]) -> Cooldown | None:
-    """The ranks waited for each other: the run's cooldown is its longest rank's."""
+def _fold_cooldowns(results: Sequence[RunResult]) -> Cooldown | None:
+    """The ranks waited for each other: one cooldown, as long as the longest rank's.
+
+    Settled only if every rank's was; each device's last window, an unsettled one first
+    where ranks share a device.
+    """
     records = [r.timing.cooldown for r in results if r.timing.cooldown is not None]
     timed = [c for c in records if c.cooldown_s is not None]
-    if timed:
-        return max(timed, key=lambda c: c.cooldown_s or 0.0)
-    return records[0] if records else None
+    if not timed:
+        return records[0] if records else None
+    devices: dict[str, CooldownDevice] = {}
+    for d in sorted((d for c in timed for d in c.devices), key=lambda d: d.settled):
+        devices.setdefault(d.device, d)
+    return max(timed, key=lambda c: c.cooldown_s or 0.0).model_copy(
+        update={
+            "settled": all(c.settled for c in timed),
+            "devices": sorted(devices.values(), key=lambda d: d.device),
+        }
+    )
 
 
 def _sum_flops(results: Sequence[RunResult]) -> Flops | None:
@@ -196,7 +209,7 @@ def aggregate(
                     "window_end_unix_s": end,
                     "started_at": min(r.timing.started_at for r in results),
                     "ended_at": max(r.timing.ended_at for r in results),
-                    "cooldown": _longest_cooldown(results),
+                    "cooldown": _fold_cooldowns(results),
                     "window_passes": max(r.timing.window_passes for r in results),
                 }
             ),

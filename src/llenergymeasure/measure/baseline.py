@@ -1,10 +1,11 @@
-"""Cooldown to idle before every run; idle power over `baseline_s`, cached with a TTL."""
+"""Cooldown to rest before every run; idle power over `baseline_s`, cached with a TTL."""
 
 from __future__ import annotations
 
 import hashlib
 import socket
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,11 +15,11 @@ from llenergymeasure.config.models import MeasurementConfig
 from llenergymeasure.devices import MeterSetup
 from llenergymeasure.devices.base import DeviceSample
 from llenergymeasure.devices.sampler import Sampler
+from llenergymeasure.measure.rest import at_rest, rest_bounds
 from llenergymeasure.results.io import write_model_atomic
 from llenergymeasure.results.models import Baseline, Cooldown
 
-SETTLE_W = 1.0  # power within this many watts of the previous second ...
-SETTLE_C = 0.5  # ... and temperature within this many degrees: the device is idle
+CHECK_S = 1.0  # how often the devices' last window is judged
 
 
 def _cache_path(cache_dir: Path, setup: MeterSetup, devices: list[str], variant: str) -> Path:
@@ -26,41 +27,39 @@ def _cache_path(cache_dir: Path, setup: MeterSetup, devices: list[str], variant:
     return cache_dir / f"{socket.gethostname()}_{setup.choice.chosen}_{key}.json"
 
 
-def _second_mean(samples: list[DeviceSample]) -> tuple[float | None, float | None]:
-    """Mean power (polled, else from the counter) and mean temperature of one device."""
-    power = [s.power_w for s in samples if s.power_w is not None]
-    counted = [s for s in samples if s.energy_j is not None]
-    power_w: float | None = None
-    if power:
-        power_w = sum(power) / len(power)
-    elif len(counted) >= 2 and counted[-1].t_s > counted[0].t_s:
-        power_w = (counted[-1].energy_j - counted[0].energy_j) / (  # type: ignore[operator]
-            counted[-1].t_s - counted[0].t_s
-        )
-    temps = [s.temperature_c for s in samples if s.temperature_c is not None]
-    return power_w, (sum(temps) / len(temps) if temps else None)
+def _devices(setup: MeterSetup) -> list[str]:
+    return [d.device for d in setup.source.devices()] if setup.source else ["codecarbon"]
 
 
-def _settled(
-    now: dict[str, tuple[float | None, float | None]],
-    before: dict[str, tuple[float | None, float | None]],
-) -> bool:
-    """Every device's power and temperature moved less than the settle thresholds."""
-    for device, (power_w, temp_c) in now.items():
-        prev_w, prev_c = before.get(device, (None, None))
-        if power_w is not None and (prev_w is None or abs(power_w - prev_w) > SETTLE_W):
-            return False
-        if temp_c is not None and (prev_c is None or abs(temp_c - prev_c) > SETTLE_C):
-            return False
-    return True
+def _read_cached(path: Path) -> Baseline | None:
+    try:
+        return Baseline.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return None
 
 
-def cooldown(sampler: Sampler, max_s: float, meter: str) -> Cooldown:
-    """Wait (at most `max_s`) until every device's power and temperature stop changing.
+def cached_idle_w(setup: MeterSetup, cache_dir: Path | None, variant: str = "") -> dict[str, float]:
+    """Each device's idle power from the cached baseline, whatever its age.
 
-    Compares consecutive one-second means per device. Runs before every measured run,
-    whether or not the idle baseline is cached.
+    The baseline of this host, meter, device set and settings (`variant`): the level a
+    cooldown waits for. Empty: none known yet.
     """
+    if cache_dir is None or setup.choice.chosen == "none":
+        return {}
+    cached = _read_cached(_cache_path(cache_dir, setup, _devices(setup), variant))
+    return dict(cached.per_device_w) if cached is not None else {}
+
+
+def cooldown(
+    sampler: Sampler, measurement: MeasurementConfig, meter: str, idle_w: Mapping[str, float]
+) -> Cooldown:
+    """Wait (at most `cooldown_max_s`) until every device is at rest (`measure.rest`).
+
+    Every `CHECK_S` each device's samples since the wait began are judged over the last
+    `cooldown_window_s`; `idle_w` holds the idle power known per device. Runs before every
+    measured run, whether or not the idle baseline is cached.
+    """
+    max_s = measurement.cooldown_max_s
     if max_s <= 0:
         return Cooldown(
             cooldown_s=None, settled=None, max_s=max_s, null_reason="disabled (cooldown_max_s 0)"
@@ -72,25 +71,33 @@ def cooldown(sampler: Sampler, max_s: float, meter: str) -> Cooldown:
             max_s=max_s,
             null_reason=f"meter {meter!r} gives no device telemetry: idle cannot be observed",
         )
+    bounds = rest_bounds(measurement)
     devices = [d.device for d in sampler.source.devices()]
     sampler.phase = "cooldown"
     start = time.perf_counter()
-    previous: dict[str, tuple[float | None, float | None]] | None = None
-    while time.perf_counter() - start < max_s:
-        t0 = time.time()
-        time.sleep(1.0)
-        means = {d: _second_mean(sampler.between(d, t0, time.time())) for d in devices}
-        if all(p is None and c is None for p, c in means.values()):
+    since_s = time.time()
+    while True:
+        time.sleep(max(0.0, min(CHECK_S, max_s - (time.perf_counter() - start))))
+        now_s = time.time()
+        seen = {d: sampler.between(d, since_s, now_s) for d in devices}
+        if not any(_telemetry(s) for samples in seen.values() for s in samples):
             return Cooldown(
                 cooldown_s=None,
                 settled=None,
                 max_s=max_s,
                 null_reason="the devices report neither power nor temperature",
             )
-        if previous is not None and _settled(means, previous):
-            return Cooldown(cooldown_s=time.perf_counter() - start, settled=True, max_s=max_s)
-        previous = means
-    return Cooldown(cooldown_s=time.perf_counter() - start, settled=False, max_s=max_s)
+        verdicts = [at_rest(d, seen[d], now_s, bounds, idle_w.get(d)) for d in devices]
+        waited_s = time.perf_counter() - start
+        settled = all(v.settled for v in verdicts)
+        if settled or waited_s >= max_s:
+            return Cooldown(
+                cooldown_s=waited_s, settled=settled, max_s=max_s, bounds=bounds, devices=verdicts
+            )
+
+
+def _telemetry(sample: DeviceSample) -> bool:
+    return any(v is not None for v in (sample.power_w, sample.energy_j, sample.temperature_c))
 
 
 def idle_baseline(
@@ -99,23 +106,23 @@ def idle_baseline(
     measurement: MeasurementConfig,
     cache_dir: Path | None,
     variant: str = "",
+    *,
+    store: bool = True,
 ) -> Baseline | None:
     """Measure (or reuse) idle power of this process's devices.
 
     None when disabled (`baseline_s` 0) or nothing meters. The caller has cooled down first.
     `variant` names the device settings in force (a power limit, locked clocks): idle power
-    depends on them, so each has its own cached baseline.
+    depends on them, so each has its own cached baseline. `store` False (the cooldown
+    stopped before the devices came to rest): measured but not cached, so it never becomes
+    the idle level later cooldowns wait for.
     """
     duration_s, ttl_s = measurement.baseline_s, measurement.baseline_ttl_s
     if duration_s <= 0 or setup.choice.chosen == "none":
         return None
-    devices = [d.device for d in setup.source.devices()] if setup.source else ["codecarbon"]
-    path = _cache_path(cache_dir, setup, devices, variant) if cache_dir is not None else None
+    path = _cache_path(cache_dir, setup, _devices(setup), variant) if cache_dir else None
     if path is not None and path.exists() and ttl_s > 0:
-        try:
-            cached = Baseline.model_validate_json(path.read_bytes())
-        except (OSError, ValidationError):
-            cached = None
+        cached = _read_cached(path)
         if cached is not None and cached.measured_at is not None:
             measured = datetime.fromisoformat(cached.measured_at)
             age_s = (datetime.now(UTC) - measured).total_seconds()
@@ -149,6 +156,6 @@ def idle_baseline(
         ),
         age_s=0.0,
     )
-    if path is not None and baseline.idle_power_w is not None:
+    if path is not None and store and baseline.idle_power_w is not None:
         write_model_atomic(path, baseline)
     return baseline

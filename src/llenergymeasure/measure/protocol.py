@@ -20,7 +20,7 @@ from llenergymeasure.devices.counter import probe_counter_periods
 from llenergymeasure.devices.gpu_control import gpu_settings
 from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.measure import memory
-from llenergymeasure.measure.baseline import cooldown, idle_baseline
+from llenergymeasure.measure.baseline import cached_idle_w, cooldown, idle_baseline
 from llenergymeasure.measure.gpu_processes import GpuProcessWatch
 from llenergymeasure.measure.progress import Progress
 from llenergymeasure.measure.warmup import warm_up
@@ -158,12 +158,15 @@ def _protocol(
     prompts = o.prompts
     barrier()  # every rank is loaded: nothing of this run heats the devices any more
     progress.phase = "cooldown"
-    cooled = cooldown(sampler, measurement.cooldown_max_s, setup.choice.chosen)
+    variant = config.settings.gpu.model_dump_json() if config.settings.gpu else ""
+    idle_w = cached_idle_w(setup, baseline_cache, variant)
+    cooled = cooldown(sampler, measurement, setup.choice.chosen, idle_w)
     if cooled.cooldown_s is not None:
         progress.timings["cooldown_s"] = cooled.cooldown_s
     progress.phase = "baseline"
-    variant = config.settings.gpu.model_dump_json() if config.settings.gpu else ""
-    baseline = idle_baseline(setup, sampler, measurement, baseline_cache, variant)
+    baseline = idle_baseline(
+        setup, sampler, measurement, baseline_cache, variant, store=cooled.settled is not False
+    )
     barrier()  # every rank's baseline is done before any rank warms up
     progress.phase = sampler.phase = "warmup"
     warmup = warm_up(backend, prompts, config.settings.batch_size, measurement, progress)

@@ -4,7 +4,8 @@ The ranks of a multi-process run that share a device each measure it over their 
 window; the run's window is the union ``[earliest start, latest end]``, and idle power is
 subtracted over that union. So the device's energy must cover the same union:
 
-* **energy counter**: the counter read at the earliest start to the one at the latest end;
+* **energy counter**: the counter read at the earliest start to the one at the latest end
+  (null where the ranks' readings do not rise together: each unwrapped it on its own);
 * **power polling** (no counter): every rank's power samples of the device (each rank's
   timeline, outside its own window too), merged in time order, integrated (trapezoid,
   as one rank does) from exactly the union's start to its end: those are boundary
@@ -140,7 +141,16 @@ def device_union(readings: list[DeviceEnergy], samples: Sequence[DeviceSample]) 
     polled_j = polled.energy_j
     begins = [d.counter_begin_j for d in readings if d.counter_begin_j is not None]
     ends = [d.counter_end_j for d in readings if d.counter_end_j is not None]
-    if len(begins) == len(readings) and len(ends) == len(readings):
+    counted = len(begins) == len(readings) and len(ends) == len(readings)
+    if counted and not _counters_rise(readings):
+        reason = (
+            f"the ranks' energy counter readings of {widest.device} do not rise with time "
+            "(each rank unwraps the counter from its own start, as RAPL does, and it wrapped "
+            "between their starts): its energy over the union cannot be read from them"
+        )
+        update |= {"energy_j": None, "confidence": None, "null_reason": reason}
+        return widest.model_copy(update=update | {"notes": [*widest.notes, reason]})
+    if counted:
         counter_j = max(ends) - min(begins)
         update |= {
             "energy_j": counter_j,
@@ -164,6 +174,26 @@ def device_union(readings: list[DeviceEnergy], samples: Sequence[DeviceSample]) 
         }
         note = _polled_note(len(readings), polled)
     return widest.model_copy(update=update | {"notes": [*widest.notes, note]})
+
+
+def _counters_rise(readings: list[DeviceEnergy]) -> bool:
+    """Whether every rank's counter readings of one device, in time order, never decrease.
+
+    A counter read by several processes rises with time. A source that unwraps its
+    counter from its own start (RAPL) gives each rank its own offset: once a wrap falls
+    between two ranks' starts, their readings differ by the counter's range and mixing
+    them (the earliest start's with the latest end's) would be wrong by that much.
+    """
+    points = sorted(
+        (t_s, j)
+        for d in readings
+        for t_s, j in (
+            (d.window_start_unix_s, d.counter_begin_j),
+            (d.window_end_unix_s, d.counter_end_j),
+        )
+        if t_s is not None and j is not None
+    )
+    return all(j1 >= j0 for (_, j0), (_, j1) in pairwise(points))
 
 
 def _polled_note(ranks: int, polled: UnionPolled) -> str:

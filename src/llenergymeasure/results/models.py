@@ -365,15 +365,56 @@ class Memory(ResultModel):
     device_null_reason: str | None = None
 
 
+class RestBounds(ResultModel):
+    """When a device counts as at rest (the campaign's `cooldown_*` measurement keys)."""
+
+    window_s: float = Field(..., description="Length of the trailing window the trends fit.")
+    temperature_slope_c_per_s: float = Field(
+        ..., description="Largest |slope| of the temperature's least-squares line."
+    )
+    power_slope_w_per_s: float = Field(
+        ..., description="Largest |slope| of the power's line, while no idle level is known."
+    )
+    idle_tolerance_w: float = Field(
+        ..., description="Mean power may exceed the known idle by max(this, idle_tolerance_pct)."
+    )
+    idle_tolerance_pct: float
+
+
+class CooldownDevice(ResultModel):
+    """One device's state over the last window of the cooldown, and whether it was at rest."""
+
+    device: str
+    settled: bool
+    unsettled_reason: str | None = Field(None, description="Why not at rest (null: settled).")
+    temperature_slope_c_per_s: float | None = Field(
+        None, description="Slope of the least-squares line through the window's temperatures."
+    )
+    temperature_null_reason: str | None = None
+    power_w: float | None = Field(None, description="Mean power over the window.")
+    power_slope_w_per_s: float | None = Field(
+        None, description="Slope of the least-squares line through the window's power."
+    )
+    power_null_reason: str | None = None
+    idle_target_w: float | None = Field(
+        None, description="This device's cached idle power (same host, meter and settings)."
+    )
+    idle_target_null_reason: str | None = None
+
+
 class Cooldown(ResultModel):
-    """The wait for the devices to settle to idle before this run measured anything."""
+    """The wait for the devices to come to rest before this run measured anything."""
 
     cooldown_s: float | None = Field(..., description="Seconds waited; null without telemetry.")
     settled: bool | None = Field(
-        ..., description="Whether power and temperature settled (false: stopped at max_s)."
+        ..., description="Whether every device came to rest (false: stopped at max_s)."
     )
     max_s: float
     null_reason: str | None = None
+    bounds: RestBounds | None = Field(None, description="The rest criteria applied.")
+    devices: list[CooldownDevice] = Field(
+        [], description="Each device at the end of the wait (its last window)."
+    )
 
 
 class Warmup(ResultModel):
