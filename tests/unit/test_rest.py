@@ -128,9 +128,10 @@ def sliding(samples: list[DeviceSample], window_s: float):
         yield at_rest(GPU, samples[: end + 1], samples[end].t_s, bounds, idle_w=60.0)
 
 
-def test_whole_degree_readings_under_the_slope_bound_are_at_rest():
+@pytest.mark.parametrize("c_per_min", [0.5, 1.0])
+def test_whole_degree_readings_under_the_slope_bound_are_at_rest(c_per_min):
     """NVML's 1 °C steps: over 60 s one step fits at most 1.5/60 °C/s, under the bound."""
-    slow = stream(600.0, lambda t: 50.3 - t / 60.0, flat_idle)  # 1 °C/min, true slope
+    slow = stream(600.0, lambda t: 50.3 - c_per_min * t / 60.0, flat_idle)  # true slope
     assert all(v.settled for v in sliding(slow, 60.0))
     # over the default 30 s a step mid-window reads as 3 °C/min: rest comes within a window
     unsettled_s, longest_s = 0, 0  # verdicts are one second apart
