@@ -152,8 +152,12 @@ def run(
                 result = run_ranks(config, experiment, out, extra)
             else:
                 result = run_session(experiment, out, baseline_cache, flops_profile, progress)
-    except Terminated:
-        err.print(f"{config}: interrupted by SIGTERM; not recorded (a rerun measures it)")
+    except Terminated as e:
+        err.print(
+            f"{config}: interrupted ({e}); not recorded (a rerun measures it)",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(143) from None
     except Exception as e:  # recorded, so the campaign keeps every other run and its tables
         logging.getLogger("llenergymeasure").exception("run failed in phase %s", progress.phase)

@@ -1,4 +1,4 @@
-"""Failed runs become records: SIGTERM under SLURM, a run past max_run_s (real llem runs)."""
+"""Failed runs become records, or not: SIGTERM under SLURM, max_run_s (real llem runs)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import pytest
 
 from llenergymeasure.config import plan_campaign
+from llenergymeasure.measure.slurm_time import MAX_STOP_MARGIN_S, SLURM_END_TIME_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -55,24 +56,35 @@ def wait_for_window(proc: subprocess.Popen) -> list[str]:
     pytest.fail("the run ended before its window:\n" + "".join(lines[-30:]))
 
 
-def test_sigterm_from_slurm_in_the_window_leaves_a_timeout_record(
-    tmp_path, campaign, embedded_model
+@pytest.mark.parametrize(
+    ("end_time", "time_left"),
+    [
+        # the job id is how a run knows it is a SLURM job; no such job here: no time left known
+        (None, "time left not known"),
+        # the host's answer for a run in a container: an hour left, so not the time limit
+        (3600, r"time left (\d+) s"),
+    ],
+    ids=["time-left-unknown", "an-hour-left"],
+)
+def test_sigterm_under_slurm_before_the_time_limit_is_not_recorded(
+    tmp_path, campaign, embedded_model, end_time, time_left
 ):
-    # SLURM's time limit sends SIGTERM (then SIGKILL after KillWait); the job id in the
-    # environment is how a run knows it is a SLURM job (no such job here: no time left known).
-    proc = start(long_run(campaign), tmp_path, {"SLURM_JOB_ID": "999999"})
+    # scancel and preemption send the SIGTERM of a time limit: only the time left tells them
+    # apart; a cancelled run records nothing, so the same snakemake command measures it again.
+    env = {"SLURM_JOB_ID": "999999"}
+    if end_time is not None:
+        env[SLURM_END_TIME_ENV] = f"{time.time() + end_time:.0f}"
+    proc = start(long_run(campaign), tmp_path, env)
     wait_for_window(proc)
-    time.sleep(1.0)  # into the window (no bound on when: a later signal is as good)
     proc.send_signal(signal.SIGTERM)
     output = proc.communicate(timeout=HANG_GUARD_S)[0]
-    assert proc.returncode == 0, output[-3000:]
-    out = tmp_path / "r"
-    record = json.loads((out / "result.json").read_text())
-    assert record["status"] == "failed" and record["failure_class"] == "timeout"
-    assert record["phase"] == "window"
-    assert record["message"].startswith("SIGTERM from SLURM")
-    assert record["timings"]["model_load_s"] > 0
-    assert sorted(p.name for p in out.iterdir()) == ["result.json", "timeseries.parquet"]
+    assert proc.returncode == 143, output[-3000:]
+    assert not (tmp_path / "r" / "result.json").exists()
+    assert "cancelled or preempted" in output and "not recorded" in output, output[-3000:]
+    said = re.search(time_left, output)
+    assert said, output[-3000:]
+    if said.groups():  # more than the grace (at most the largest stop margin) was left
+        assert int(said[1]) > MAX_STOP_MARGIN_S
 
 
 def test_a_run_past_max_run_s_is_stopped_and_recorded(tmp_path, campaign, embedded_model):

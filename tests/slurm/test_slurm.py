@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -84,8 +85,10 @@ def test_campaign_runs_as_slurm_jobs(tmp_path, cluster, embedded_model):
     assert recorded == ids, "each run knows the SLURM job it ran in"
 
 
-def run_on_slurm(workdir: Path, campaign: Path, *extra: str) -> tuple[int, str]:
-    """snakemake --profile profiles/slurm with the CI overrides, under a hard timeout."""
+def snakemake_on_slurm(
+    workdir: Path, campaign: Path, *extra: str, **popen: Any
+) -> subprocess.Popen[str]:
+    """Start snakemake --profile profiles/slurm with the CI overrides (its own process group)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     command = [
         sys.executable,
@@ -102,14 +105,14 @@ def run_on_slurm(workdir: Path, campaign: Path, *extra: str) -> tuple[int, str]:
         *CI_OVERRIDES,
         *extra,
     ]
-    # The plugin can lose its jobs and then ignore SIGTERM: kill the whole group on timeout.
-    proc = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    # The plugin can lose its jobs and then ignore SIGTERM: its group can be killed.
+    return subprocess.Popen(command, env=env, text=True, start_new_session=True, **popen)
+
+
+def run_on_slurm(workdir: Path, campaign: Path, *extra: str) -> tuple[int, str]:
+    """snakemake --profile profiles/slurm with the CI overrides, under a hard timeout."""
+    proc = snakemake_on_slurm(
+        workdir, campaign, *extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
         output, _ = proc.communicate(timeout=HARD_TIMEOUT_S)

@@ -24,14 +24,9 @@ from llenergymeasure.containers.runtime import Image, check_source, find_runtime
 from llenergymeasure.devices.gpu_control import restore_dir
 from llenergymeasure.environment import DIGEST_ENV, IMAGE_ENV, IMAGE_ID_ENV, RUNTIME_ENV
 from llenergymeasure.errors import ContainerError
-from llenergymeasure.measure.failure import (
-    SLURM_TIME_LEFT_ENV,
-    RunInterrupted,
-    failure_record,
-    slurm_time_left_s,
-    write_failure,
-)
+from llenergymeasure.measure.failure import RunInterrupted, failure_record, write_failure
 from llenergymeasure.measure.progress import Progress
+from llenergymeasure.measure.slurm_time import SLURM_END_TIME_ENV, slurm_end_time_s
 from llenergymeasure.results.models import FailureClass
 
 # Passed into the container: the run's own knobs, SLURM's job, the hub and thread settings.
@@ -123,9 +118,9 @@ def forwarded_env(image: Image, spec: ContainerSpec) -> dict[str, str]:
             "LLEM_RESTORE_DIR": str(restore_dir().resolve()),
         }
     )
-    left_s = slurm_time_left_s()  # squeue is the host's: the run inside gets the answer
-    if left_s is not None:
-        env[SLURM_TIME_LEFT_ENV] = f"{left_s:.0f}"
+    end_s = slurm_end_time_s(time.time())  # squeue is the host's: the run inside gets the answer
+    if end_s is not None:
+        env[SLURM_END_TIME_ENV] = f"{end_s:.0f}"
     return env
 
 
@@ -205,7 +200,8 @@ def run_in_container(
 
     Returns the exit code for the host's `llem run`: 0 once a result or a failure record is
     written (by the run inside, or here when the container never started or died without
-    one); 143 when the run inside was interrupted outside SLURM (not recorded: redone).
+    one); 143 when the run inside was interrupted and recorded nothing (outside SLURM, or a
+    cancelled SLURM job: redone).
     """
     from llenergymeasure.config.loader import run_id
 
@@ -220,7 +216,7 @@ def run_in_container(
         return record_failure(run, e, out, log, progress)
     if result.exists() and result.stat().st_mtime >= started_s - 1:  # written by this run
         return 0
-    if code == 143 and not os.environ.get("SLURM_JOB_ID"):
+    if code == 143:  # SIGTERM, and the run inside recorded nothing: not a timeout, redone
         return 143
     failure_class, message = classify_exit(code, tail)
     return record_failure(run, RunInterrupted(failure_class, message), out, log, progress)

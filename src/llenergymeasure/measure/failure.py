@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
-import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,6 +26,14 @@ from llenergymeasure.errors import (
 )
 from llenergymeasure.measure.gpu_processes import ForeignProcessError
 from llenergymeasure.measure.progress import Progress
+from llenergymeasure.measure.slurm_time import (
+    MIN_STOP_MARGIN_S,
+    QUERY_AT_SIGNAL_TIMEOUT_S,
+    sigterm_cause,
+    slurm_end_time_s,
+    slurm_time_left_s,
+    stop_margin_s,
+)
 from llenergymeasure.results.io import write_model_atomic
 from llenergymeasure.results.models import FailureClass, FailureRecord
 from llenergymeasure.results.timeseries import write_timeseries
@@ -57,7 +64,7 @@ class RunInterrupted(LlemError):
 
 
 class Terminated(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
-    """SIGTERM outside SLURM: unwind (GPU settings are restored) but record nothing."""
+    """SIGTERM outside SLURM, or a cancelled SLURM job's: unwind, but record nothing."""
 
 
 def terminate_on_sigterm() -> None:
@@ -111,43 +118,13 @@ def classify(error: BaseException) -> FailureClass:
     return "internal"
 
 
-# Set for a run inside a container by the host's `llem run` (squeue is the host's).
-SLURM_TIME_LEFT_ENV = "LLEM_SLURM_TIME_LEFT_S"
-
-
-def slurm_time_left_s(environ: dict[str, str] | None = None) -> float | None:
-    """Seconds left of this SLURM job's time limit (squeue %L), None outside SLURM."""
-    environ = environ if environ is not None else dict(os.environ)
-    job = environ.get("SLURM_JOB_ID")
-    if not job:
-        return None
-    if SLURM_TIME_LEFT_ENV in environ:
-        return float(environ[SLURM_TIME_LEFT_ENV])
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", job, "-o", "%L"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", out)
-    if not match:
-        return None  # UNLIMITED, NOT_SET, or the job is unknown
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-
-
-def _deadline_s(max_run_s: float | None) -> tuple[float | None, str]:
+def _deadline_s(max_run_s: float | None, left_s: float | None) -> tuple[float | None, str]:
     """The run's own time bound and where it comes from."""
-    left_s = slurm_time_left_s()
     bounds: list[tuple[float, str]] = []
     if max_run_s is not None:
         bounds.append((max_run_s, f"measurement.max_run_s = {max_run_s:g} s"))
     if left_s is not None:
-        margin_s = min(60.0, max(10.0, 0.2 * left_s))  # time to stop cleanly and record
+        margin_s = stop_margin_s(left_s)  # time to stop cleanly and record
         bounds.append(
             (
                 max(1.0, left_s - margin_s),
@@ -160,23 +137,51 @@ def _deadline_s(max_run_s: float | None) -> tuple[float | None, str]:
     return min(bounds)
 
 
+def _slurm_sigterm(grace_s: float) -> BaseException:
+    """What SLURM's SIGTERM is, asked at the signal: a timeout to record, or a cancellation."""
+    now_s = time.time()
+    end_s = slurm_end_time_s(now_s, timeout_s=QUERY_AT_SIGNAL_TIMEOUT_S)
+    if end_s is not None and sigterm_cause(end_s, now_s, grace_s) == "timeout":
+        left_s = end_s - now_s
+        when = f"{-left_s:.0f} s after it" if left_s <= 0 else f"{left_s:.0f} s before it"
+        return RunInterrupted(
+            "timeout",
+            f"SIGTERM from SLURM at the job's time limit ({when}; the last {grace_s:.0f} s "
+            "count as the limit)",
+        )
+    if end_s is None:
+        return Terminated(
+            "SIGTERM from SLURM with the job's time left not known (no answer from squeue or "
+            "the environment): taken as cancelled or preempted"
+        )
+    return Terminated(
+        f"SIGTERM from SLURM with the job's time left {end_s - now_s:.0f} s, more than the "
+        f"{grace_s:.0f} s grace: cancelled or preempted"
+    )
+
+
 @contextmanager
 def run_limits(max_run_s: float | None) -> Iterator[None]:
     """Bound the run: `max_run_s` and, under SLURM, the job's time limit and its SIGTERM.
 
-    Either raises RunInterrupted("timeout") in the run's main thread. Outside SLURM a
-    SIGTERM raises Terminated: the run unwinds (GPU settings are restored) and is not
-    recorded, so an interrupted campaign redoes it.
+    A bound raises RunInterrupted("timeout") in the run's main thread. Under SLURM a SIGTERM
+    does the same only when the job's time is up (time left at the signal at most the stop
+    margin, the grace); otherwise (scancel, preemption, time left unknown), and outside SLURM,
+    it raises Terminated: the run unwinds (GPU settings are restored) and is not recorded, so
+    the same command redoes it.
     """
-    deadline_s, source = _deadline_s(max_run_s)
+    left_s = slurm_time_left_s() if os.environ.get("SLURM_JOB_ID") else None
+    deadline_s, source = _deadline_s(max_run_s, left_s)
+    grace_s = MIN_STOP_MARGIN_S if left_s is None else stop_margin_s(left_s)
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
         raise RunInterrupted("timeout", f"stopped after {deadline_s:g} s by {source}")
 
     def on_term(signum: int, frame: FrameType | None) -> None:
-        raise RunInterrupted(
-            "timeout", "SIGTERM from SLURM: the job reached its time limit (or was cancelled)"
-        )
+        # One signal decides; a repeat (SLURM signals every process of the step) must not
+        # cut the unwinding short, GPU settings' restore included.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _slurm_sigterm(grace_s)
 
     previous_alarm = signal.signal(signal.SIGALRM, on_alarm)
     previous_term = signal.getsignal(signal.SIGTERM)
