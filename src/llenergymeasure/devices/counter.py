@@ -147,6 +147,8 @@ class CounterMeter(EnergyMeter):
         polled_j = trapezoid_j(samples) if info.has_power else None
         throttle_s, reasons = throttle_summary(samples, self.source.throttle_names)
         temperatures = [s.temperature_c for s in samples if s.temperature_c is not None]
+        powers = [s.power_w for s in samples if s.power_w is not None]
+        limits = [s.power_limit_w for s in samples if s.power_limit_w is not None]
         notes = list(info.notes)
         power_field = info.power_field if polled_j is not None else None
         polled = "power" if power_field is None else f"power ({power_field})"
@@ -195,6 +197,8 @@ class CounterMeter(EnergyMeter):
                 (polled_j - counter_j) / counter_j * 100 if both else None  # type: ignore[operator]
             ),
             samples=len(samples),
+            max_power_w=max(powers, default=None),
+            power_limit_w=max(limits, default=None),
             max_temperature_c=max(temperatures) if temperatures else None,
             throttle_s=throttle_s if self.source.throttle_names else None,
             throttle_reasons=reasons,

@@ -39,6 +39,7 @@ from llenergymeasure.results.models import (
     TokenCounts,
 )
 from llenergymeasure.results.timeseries import write_timeseries
+from llenergymeasure.results.validity import with_verdict
 
 log = logging.getLogger(__name__)
 
@@ -335,5 +336,6 @@ def run(
         calflops_profile=calflops_profile,
         progress=progress,
     )
+    result = with_verdict(result)
     write_model_atomic(out_dir / "result.json", result)
     return result

@@ -7,9 +7,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.config.validity import ReasonCode, ValidityRules
 from llenergymeasure.results.phase_models import PhaseSplit, SteadyState
 
-SCHEMA_VERSION = "1.8.0"
+SCHEMA_VERSION = "1.9.0"
 
 
 class ResultModel(BaseModel):
@@ -164,6 +165,10 @@ class DeviceEnergy(ResultModel):
     )
     adjusted_null_reason: str | None = None
     samples: int = 0
+    max_power_w: float | None = Field(None, description="Largest polled power in the window.")
+    power_limit_w: float | None = Field(
+        None, description="The device's enforced power limit during the window (largest read)."
+    )
     max_temperature_c: float | None = None
     throttle_s: float | None = Field(None, description="Time this device spent throttled.")
     throttle_reasons: list[str] = Field([], description="Reasons seen in the window (ORed).")
@@ -569,6 +574,27 @@ class GpuProcessCheck(ResultModel):
     )
 
 
+class ValidityReason(ResultModel):
+    """One rule a run broke, or could not be judged on."""
+
+    code: ReasonCode
+    message: str = Field(..., description="The rule and the run's value, in one line.")
+
+
+class Validity(ResultModel):
+    """Whether the run may go into a paper's table, judged under `analysis.validity`."""
+
+    valid: bool = Field(..., description="No rule broken, waived ones apart.")
+    invalid_reasons: list[ValidityReason] = Field([], description="The rules broken.")
+    waived: list[ValidityReason] = Field(
+        [], description="Rules broken whose codes the campaign waives (not counted)."
+    )
+    not_judged: list[ValidityReason] = Field(
+        [], description="Rules the run's record cannot decide (e.g. no power samples)."
+    )
+    rules: ValidityRules = Field(..., description="The thresholds it was judged under.")
+
+
 class RunResult(ResultModel):
     """Everything measured in one run."""
 
@@ -609,5 +635,10 @@ class RunResult(ResultModel):
     )
     gpu_processes: GpuProcessCheck | None = Field(
         None, description="Other processes on the run's GPUs before and during the window."
+    )
+    validity: Validity | None = Field(
+        None,
+        description="The verdict at measurement time (null before schema 1.9); the tables "
+        "judge again under the campaign's current rules.",
     )
     requests: list[RequestResult]

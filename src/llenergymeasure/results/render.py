@@ -92,6 +92,18 @@ def _protocol(result: RunResult) -> str:
     return "; ".join(parts) or "not recorded"
 
 
+def _verdict(result: RunResult) -> str:
+    """VALID / INVALID with the reasons, as judged when the result was written."""
+    v = result.validity
+    if v is None:
+        return "not judged (a result written before schema 1.9)"
+    head = "[green]VALID[/]" if v.valid else "[red]INVALID[/]"
+    lines = [head, *(f"{r.code}: {r.message}" for r in v.invalid_reasons)]
+    lines += [f"waived {r.code}: {r.message}" for r in v.waived]
+    lines += [f"not judged {r.code}: {r.message}" for r in v.not_judged]
+    return "\n".join(lines)
+
+
 def run_view(result: RunResult) -> Table:
     """One run: configuration, tokens, latency, energy, FLOPs, provenance, warnings."""
     cfg, energy = result.config, result.energy
@@ -100,6 +112,7 @@ def run_view(result: RunResult) -> Table:
     table.add_column("value")
     settings = cfg.settings.model_dump(exclude_none=True, exclude={"vllm", "tensorrt"})
     rows = [
+        ("verdict", _verdict(result)),
         ("model / backend", f"{cfg.model.name} ({cfg.model.source}) / {cfg.backend}"),
         ("settings", ", ".join(f"{k}={v}" for k, v in settings.items())),
         (

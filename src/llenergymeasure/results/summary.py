@@ -65,8 +65,10 @@ AXES = (
 SUMMARY_SCHEMA = pa.schema(
     [
         *[RUNS_SCHEMA.field(name) for name in AXES],
-        pa.field("repeats", pa.int64()),
+        pa.field("repeats", pa.int64()),  # the runs folded
         pa.field("failed_runs", pa.int64()),
+        pa.field("invalid_runs", pa.int64()),  # succeeded but invalid (analysis.validity)
+        pa.field("invalid_included", pa.bool_()),  # analysis.include_invalid
         pa.field("run_ids", pa.list_(pa.string())),
         pa.field("ci_confidence", pa.float64()),
         pa.field("ci_method_requested", pa.string()),
@@ -88,11 +90,15 @@ def summary_rows(runs: pd.DataFrame, analysis: AnalysisConfig) -> list[dict[str,
     rows = []
     failed = runs[runs["status"] == "failed"].groupby("configuration_id").size()
     succeeded = runs[runs["status"] != "failed"]  # failures are listed in summary.md
-    for configuration, group in succeeded.groupby("configuration_id", sort=False):
-        first = group.iloc[0]
+    for configuration, runs_of in succeeded.groupby("configuration_id", sort=False):
+        first = runs_of.iloc[0]
+        invalid = runs_of["valid"].map(lambda v: v is False) if "valid" in runs_of else None
+        group = runs_of if invalid is None or analysis.include_invalid else runs_of[~invalid]
         row: dict[str, Any] = {name: first[name] for name in AXES}
         row["repeats"] = len(group)
         row["failed_runs"] = int(failed.get(configuration, 0))
+        row["invalid_runs"] = int(invalid.sum()) if invalid is not None else 0
+        row["invalid_included"] = analysis.include_invalid
         row["run_ids"] = sorted(group["run_id"])
         row["ci_confidence"] = analysis.confidence
         row["ci_method_requested"] = analysis.ci_method

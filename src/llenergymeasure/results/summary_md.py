@@ -169,16 +169,59 @@ def _protocol_text(runs: pd.DataFrame) -> str:
     return f"{cooldown}; {warmup}; {window}; {prefix}."
 
 
+def _invalid_count(row: pd.Series) -> str:
+    """`` (+1 invalid)`` beside n where invalid runs were left out of the fold."""
+    invalid = row.get("invalid_runs")
+    if pd.isna(invalid) or not invalid or bool(row.get("invalid_included")):
+        return ""
+    return f" (+{int(invalid)} invalid)"
+
+
+def _invalid_lines(invalid: pd.DataFrame, included: bool) -> list[str]:
+    """The succeeded runs that broke a validity rule, each with its reasons."""
+    if invalid.empty:
+        return []
+    lines = [
+        "",
+        "## Invalid runs",
+        "",
+        "Measured, but breaking a rule of `analysis.validity`: "
+        + (
+            "folded into the summary anyway (`analysis.include_invalid`)."
+            if included
+            else "left out of the summary (counted in its `invalid_runs`)."
+        ),
+        "",
+        "| model | backend | batch | dtype | repeat | reasons |",
+        "|---|---|---|---|---|---|",
+    ]
+    for _, row in invalid.iterrows():
+        detail = str(row["invalid_detail"]).replace("|", "\\|")
+        lines.append(
+            f"| {row['model']} | {row['backend']} | {row['batch_size']} | {row['dtype']} "
+            f"| {row['repeat']} | {detail} |"
+        )
+    return lines
+
+
 def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path: Path) -> str:
     """Markdown of the summary table and its methods."""
     provenance = json.loads(provenance_path.read_text())
     campaign = summary["campaign"].iloc[0] if len(summary) else "?"
     failed = runs[runs["status"] == "failed"]
+    invalid = runs[runs["valid"].map(lambda v: v is False)] if "valid" in runs else runs[:0]
+    included = bool(summary["invalid_included"].any()) if "invalid_included" in summary else True
     lines = [
         f"# Campaign `{campaign}`",
         "",
         f"**{len(runs) - len(failed)} of {len(runs)} runs succeeded**"
-        + (f"; {len(failed)} failed (listed below)." if len(failed) else "."),
+        + (f"; {len(failed)} failed (listed below)." if len(failed) else ".")
+        + (
+            f" **{len(invalid)} succeeded runs are invalid** (listed below"
+            + ("; folded in anyway)." if included else "; not folded into the table).")
+            if len(invalid)
+            else ""
+        ),
         "",
         "Mean over repeats with its confidence interval of the mean in brackets "
         f"({ci_label(summary, TABLE_METRICS)}; a single repeat has none). Energy per token "
@@ -202,7 +245,7 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
                     str(row["batch_size"]),
                     str(row["dtype"]),
                     str(row["quantization"]),
-                    f"{row['repeats']}{' !' if row['high_variance'] else ''}",
+                    f"{row['repeats']}{' !' if row['high_variance'] else ''}" + _invalid_count(row),
                     _with_ci(row, "energy_per_output_token_j"),
                     _with_ci(row, "adjusted_energy_per_output_token_j"),
                     _with_ci(row, "output_tokens_per_s"),
@@ -226,6 +269,7 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
     lines += _optimum_lines(summary)
     lines += slo_lines(summary)
     lines += phase_lines(runs)
+    lines += _invalid_lines(invalid, included)
     lines += _failure_lines(failed)
     lines += [
         "",

@@ -14,7 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from llenergymeasure.config.loader import hash_config_data
 from llenergymeasure.config.models import GpuSettings, Settings, clock_range
+from llenergymeasure.config.validity import ValidityRules
 from llenergymeasure.results.arrow_fields import arrow_fields
 from llenergymeasure.results.io import read_result
 from llenergymeasure.results.models import FailureRecord, Latency, RunResult, Stats
@@ -27,6 +29,7 @@ from llenergymeasure.results.phase_tables import (
     request_energy_columns,
 )
 from llenergymeasure.results.timeseries import TIMESERIES_SCHEMA
+from llenergymeasure.results.validity import cascade, cascade_reason, judge
 
 SECTIONS = {"vllm", "tensorrt", "gpu"}  # settings with a section of their own: JSON columns
 SETTINGS_FIELDS = arrow_fields(Settings, exclude=SECTIONS)
@@ -149,6 +152,12 @@ RUNS_SCHEMA = pa.schema(
         pa.field("config_hash", pa.string()),
         pa.field("schema_version", pa.string()),
         pa.field("warnings", pa.list_(pa.string())),
+        # the verdict under the campaign's analysis.validity (null for failed runs)
+        pa.field("valid", pa.bool_()),
+        pa.field("invalid_reasons", pa.list_(pa.string())),
+        pa.field("invalid_detail", pa.string()),
+        pa.field("waived_reasons", pa.list_(pa.string())),
+        pa.field("stability_group", pa.string()),
         *PHASE_RUN_FIELDS,
     ]
 )
@@ -421,13 +430,48 @@ def _without_gc() -> Iterator[None]:
             gc.enable()
 
 
+def verdict_columns(result: RunResult, rules: ValidityRules | None) -> dict[str, Any]:
+    """runs.parquet's verdict of a succeeded run, judged under `rules` (None: its own rules)."""
+    verdict = judge(result, rules or result.config.validity or ValidityRules())
+    return {
+        "valid": verdict.valid,
+        "invalid_reasons": [r.code for r in verdict.invalid_reasons],
+        "invalid_detail": "; ".join(f"{r.code}: {r.message}" for r in verdict.invalid_reasons)
+        or None,
+        "waived_reasons": [r.code for r in verdict.waived],
+        "stability_group": stability_group(result),
+    }
+
+
+def stability_group(result: RunResult) -> str:
+    """Hash shared by the configurations that differ only in batch size (and repeat)."""
+    data = result.config.model_dump(mode="json")
+    data["settings"]["batch_size"] = 0
+    return hash_config_data({**data, "repeat": 0})[:12]
+
+
+def _apply_cascade(rows: list[dict[str, Any]]) -> None:
+    judged = [row for row in rows if row["valid"] is not None]
+    smaller = cascade([(r["stability_group"], r["batch_size"], r["valid"]) for r in judged])
+    for i, batch in smaller.items():
+        row, reason = judged[i], cascade_reason(batch)
+        row["valid"] = False
+        row["invalid_reasons"] = [*row["invalid_reasons"], reason.code]
+        row["invalid_detail"] = "; ".join(
+            filter(None, [row["invalid_detail"], f"{reason.code}: {reason.message}"])
+        )
+
+
 @_without_gc()
-def build_tables(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
+def build_tables(
+    result_paths: list[Path], out_dir: Path, rules: ValidityRules | None = None
+) -> dict[str, Path]:
     """Write runs.parquet, latency.parquet, timeseries.parquet and phases.parquet.
 
     Args:
         result_paths: The runs' result.json files (their timeseries.parquet lie beside them).
         out_dir: The campaign's tables directory.
+        rules: The campaign's `analysis.validity` (None: each result's own, else defaults).
     """
     # Stream: keep only the rows, not 10,000 parsed results.
     run_rows: list[dict[str, Any]] = []
@@ -435,10 +479,14 @@ def build_tables(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
     phases: list[dict[str, Any]] = []
     for path in result_paths:
         result = read_result(path)
-        run_rows.append(run_row(result))
+        row = run_row(result)
         if isinstance(result, RunResult):
+            row |= verdict_columns(result, rules)
             latency.extend(latency_rows(result))
             phases.extend(phase_rows(result))
+        run_rows.append(row)
+    if rules is not None and rules.stability_cascade:
+        _apply_cascade(run_rows)
     run_rows.sort(key=lambda r: (r["model"], r["backend"], r["run_id"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
