@@ -388,9 +388,10 @@ def validate(
         ),
     ] = None,
 ) -> None:
-    """Judge a campaign's runs again under other thresholds; rewrite its tables and summary.
+    """Judge a campaign's runs again under other thresholds; rewrite its tables and report.
 
-    Nothing is measured. `snakemake` afterwards redraws the figures and summary.md.
+    Nothing is measured: tables, summary.md (where provenance.json exists) and figures are
+    rebuilt from the runs' result.json files under the new rules.
     """
     from llenergymeasure.config.validity import with_overrides
     from llenergymeasure.results.summary import build_summary
@@ -400,19 +401,27 @@ def validate(
     try:
         rules = with_overrides(analysis.validity, rule or [])
     except ValueError as e:
-        _fail(LlemError(f"--set: {e}"))
+        _fail(LlemError(f"{campaign}: --set {e}"))
     analysis = analysis.model_copy(update={"validity": rules})
     results = sorted(campaign_dir.glob("runs/*/result.json"))
     if not results:
         _fail(LlemError(f"{campaign_dir}: no runs/*/result.json"))
     paths = build_tables(results, campaign_dir / "tables", rules)
-    build_summary(paths["runs"], analysis, campaign_dir / "tables" / "summary.parquet")
+    tables_dir = campaign_dir / "tables"
+    build_summary(paths["runs"], analysis, tables_dir / "summary.parquet")
+    rewritten = "tables"
+    if (campaign_dir / "provenance.json").exists():
+        summary_md(tables_dir, campaign_dir / "provenance.json", campaign_dir / "summary.md")
+        rewritten += ", summary.md"
+    if (campaign_dir / "figures").is_dir():
+        figures(tables_dir, campaign_dir / "figures")
+        rewritten += ", figures"
     import pyarrow.parquet as pq
 
     verdicts = pq.read_table(paths["runs"], columns=["valid"]).column("valid").to_pylist()
     out.print(
         f"{campaign_dir}: {verdicts.count(True)} valid, {verdicts.count(False)} invalid, "
-        f"{verdicts.count(None)} failed; tables rewritten"
+        f"{verdicts.count(None)} failed; {rewritten} rewritten"
     )
 
 

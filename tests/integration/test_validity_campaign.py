@@ -91,6 +91,11 @@ def test_a_window_under_its_minimum_is_invalid_and_left_out_of_the_summary(
     short, long = sorted(windows, key=windows.__getitem__)
     assert windows[short] < windows[long]
     others = [c for c in typing.get_args(ReasonCode) if c != "window_short"]
+    result_files = sorted(str(p) for p in (tmp_path / "c" / "runs").glob("*/result.json"))
+    prov = llem(
+        "provenance", str(campaign_file), *result_files, "--out", str(tmp_path / "c/provenance.json")
+    )
+    assert prov.returncode == 0, prov.stderr
     done = llem(
         "validate",
         str(tmp_path / "c"),
@@ -103,6 +108,10 @@ def test_a_window_under_its_minimum_is_invalid_and_left_out_of_the_summary(
     )
     assert done.returncode == 0, done.stderr
     assert "1 valid, 1 invalid, 0 failed" in done.stdout
+    assert "summary.md" in done.stdout
+    report = (tmp_path / "c" / "summary.md").read_text()
+    invalid_section = report.split("## Invalid runs", 1)[1]
+    assert "min_window_s" in invalid_section and "(+1 invalid)" in report
     runs = pd.read_parquet(tmp_path / "c" / "tables" / "runs.parquet").set_index("run_id")
     assert list(runs.loc[short, "invalid_reasons"]) == ["window_short"]
     assert not runs.loc[short, "valid"] and runs.loc[long, "valid"]

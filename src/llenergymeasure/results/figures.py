@@ -85,7 +85,8 @@ def energy_vs_batch(summary: pd.DataFrame, path: Path, footnote: str = "") -> No
     ax.set_ylabel("energy per output token (J)")
     ax.set_title(
         f"Energy per token ({_energy_label(summary)})\n"
-        f"bands: {ci_label(summary, ['energy_per_output_token_j'])}"
+        f"bands: {ci_label(summary, ['energy_per_output_token_j'])}, run-to-run"
+        " (sensor budget: summary.parquet)"
         f"{'; bounds ≤ 0 cut at the axis' if cut else ''}",
         fontsize=9,
     )

@@ -4,7 +4,9 @@ Per metric: ``<metric>_{mean,std,ci_low,ci_high,cv,n}`` and ``<metric>_ci_method
 interval method actually used (``t`` or ``bca``; null where n < 2). Per campaign (the same in
 every row): ``ci_confidence`` (the configured level), ``ci_method_requested`` (the configured
 `analysis.ci_method`: ``bca`` with a ``t`` per-metric method is the small-n fallback) and
-``ci_resamples`` (bootstrap resamples, used by ``bca`` only).
+``ci_resamples`` (bootstrap resamples, used by ``bca`` only). The intervals cover run-to-run
+spread only; ``energy_uncertainty_j_mean`` and ``energy_per_output_token_uncertainty_j_mean``
+give the mean sensor budget of the folded runs beside them (`measure.uncertainty`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ METRICS = (
     "flops_per_output_token",
     "tokens_per_joule",
 )
+BUDGETS = ("energy_uncertainty_j", "energy_per_output_token_uncertainty_j")
+"""Sensor budgets folded as their mean beside the run-to-run CIs (null unless every run has one)."""
 STATS = ("mean", "std", "ci_low", "ci_high", "cv", "n", "ci_method")
 STAT_TYPES = {"n": pa.int64(), "ci_method": pa.string()}
 """Arrow type of each statistic that is not a float64."""
@@ -78,6 +82,7 @@ SUMMARY_SCHEMA = pa.schema(
             for metric in METRICS
             for stat in STATS
         ],
+        *[pa.field(f"{column}_mean", pa.float64()) for column in BUDGETS],
         pa.field("high_variance", pa.bool_()),
         pa.field("high_variance_metrics", pa.list_(pa.string())),
         *SLO_FIELDS,
@@ -116,6 +121,10 @@ def summary_rows(runs: pd.DataFrame, analysis: AnalysisConfig) -> list[dict[str,
                 row[f"{metric}_{stat}"] = getattr(s, stat)
             if s.cv is not None and s.cv > analysis.cv_threshold:
                 noisy.append(metric)
+        for column in BUDGETS:
+            values = group[column].tolist() if column in group else []
+            known = values and all(v is not None for v in values)
+            row[f"{column}_mean"] = sum(values) / len(values) if known else None
         row["high_variance"] = bool(noisy)
         row["high_variance_metrics"] = noisy
         row.update(slo_columns(row, analysis.slo))

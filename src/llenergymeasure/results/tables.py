@@ -18,6 +18,7 @@ from llenergymeasure.config.loader import hash_config_data
 from llenergymeasure.config.models import GpuSettings, Settings, clock_range
 from llenergymeasure.config.validity import ValidityRules
 from llenergymeasure.results.arrow_fields import arrow_fields
+from llenergymeasure.results.budget import parts_text
 from llenergymeasure.results.io import read_result
 from llenergymeasure.results.models import FailureRecord, Latency, RunResult, Stats
 from llenergymeasure.results.phase_tables import (
@@ -117,6 +118,13 @@ RUNS_SCHEMA = pa.schema(
         pa.field("adjusted_null_reason", pa.string()),
         pa.field("idle_power_w", pa.float64()),
         pa.field("facility_energy_j", pa.float64()),
+        pa.field("energy_uncertainty_j", pa.float64()),  # the sensor budget of energy_j
+        pa.field("energy_per_output_token_uncertainty_j", pa.float64()),
+        pa.field("adjusted_energy_uncertainty_j", pa.float64()),
+        pa.field("facility_energy_uncertainty_j", pa.float64()),
+        pa.field("energy_uncertainty_parts", pa.string()),
+        pa.field("energy_uncertainty_method", pa.string()),
+        pa.field("energy_uncertainty_null_reason", pa.string()),
         pa.field("energy_null_reason", pa.string()),
         pa.field("energy_method", pa.string()),
         pa.field("energy_confidence", pa.string()),
@@ -185,6 +193,15 @@ LATENCY_SCHEMA = pa.schema(
         *REQUEST_ENERGY_FIELDS,
     ]
 )
+
+
+def _budget_null_reason(result: RunResult) -> str | None:
+    energy = result.energy
+    if energy.energy_uncertainty_j is not None:
+        return None
+    if "energy_uncertainty_j" not in energy.model_fields_set:
+        return f"the result (schema {result.schema_version}) predates the budget (schema 1.10)"
+    return energy.uncertainty_null_reason or energy.null_reason
 
 
 def _recorded(model: BaseModel, name: str) -> Any:
@@ -312,6 +329,13 @@ def run_row(result: RunResult | FailureRecord) -> dict[str, Any]:
         "adjusted_null_reason": energy.adjusted_null_reason,
         "idle_power_w": energy.baseline.idle_power_w if energy.baseline else None,
         "facility_energy_j": energy.facility_energy_j,
+        "energy_uncertainty_j": energy.energy_uncertainty_j,
+        "energy_per_output_token_uncertainty_j": result.energy_per_output_token_uncertainty_j,
+        "adjusted_energy_uncertainty_j": energy.adjusted_energy_uncertainty_j,
+        "facility_energy_uncertainty_j": energy.facility_energy_uncertainty_j,
+        "energy_uncertainty_parts": parts_text(energy.uncertainty_parts),
+        "energy_uncertainty_method": energy.uncertainty_method,
+        "energy_uncertainty_null_reason": _budget_null_reason(result),
         "energy_devices": energy.devices,
         "foreign_processes": (
             len(result.gpu_processes.foreign)
