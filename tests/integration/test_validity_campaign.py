@@ -93,7 +93,11 @@ def test_a_window_under_its_minimum_is_invalid_and_left_out_of_the_summary(
     others = [c for c in typing.get_args(ReasonCode) if c != "window_short"]
     result_files = sorted(str(p) for p in (tmp_path / "c" / "runs").glob("*/result.json"))
     prov = llem(
-        "provenance", str(campaign_file), *result_files, "--out", str(tmp_path / "c/provenance.json")
+        "provenance",
+        str(campaign_file),
+        *result_files,
+        "--out",
+        str(tmp_path / "c/provenance.json"),
     )
     assert prov.returncode == 0, prov.stderr
     done = llem(
@@ -135,30 +139,62 @@ def test_a_window_under_its_minimum_is_invalid_and_left_out_of_the_summary(
     assert "Traceback" not in bad.stderr
 
 
+def held_mean(points: list[tuple[float, float]], start_s: float, end_s: float) -> float:
+    """Each step's value held until the next step; the mean over [start_s, end_s]."""
+    points = sorted(points)
+    area = 0.0
+    for (t, value), (t_next, _) in zip(points, [*points[1:], (end_s, 0.0)], strict=True):
+        lo, hi = max(t, start_s), min(t_next, end_s)
+        area += value * max(0.0, hi - lo)
+    return area / (end_s - max(start_s, points[0][0]))
+
+
 @pytest.mark.vllm
 @pytest.mark.skipif(
     not is_vllm_available(), reason="vllm is not in this environment (.venv-vllm has it)"
 )
-def test_an_unsaturated_vllm_run_is_invalid(tmp_path, embedded_model, fake_nvml_env):
-    """2 requests for 8 slots: the running batch never passes 2, so saturation <= 25 %."""
+def test_an_unsaturated_vllm_run_is_invalid_by_the_engines_own_count(
+    tmp_path, embedded_model, fake_nvml_env
+):
+    """10 requests, one a second, for 8 slots: each is served long before the next arrives
+    (8 tokens of a 135M model), so the engine's running batch stays far below 80 % of 8.
+    """
     campaign = {
         "name": "unsaturated",
         "models": ["smollm2-135m"],
         "backends": ["vllm"],
         "settings": {
             "batch_size": 8,
-            "num_prompts": 2,
-            "max_new_tokens": 16,
+            "num_prompts": 10,
+            "max_new_tokens": 8,
             "dtype": "float32",
-            "vllm": {"enforce_eager": True},
+            "vllm": {"enforce_eager": True, "arrival": "constant", "request_rate": 1.0},
         },
         "measurement": MEASUREMENT,
     }
-    (result,) = measure(campaign, tmp_path, fake_nvml_env(sinusoid_gpu()))[0].values()
+    ((rid, result),) = measure(campaign, tmp_path, fake_nvml_env(sinusoid_gpu()))[0].items()
+    # The engine's scheduler, step by step, in the timeline beside the power samples.
+    view = result["engine_view"]
+    assert view["source"].startswith("vllm_stat_logger") and view["samples"] > 0
+    timeline = pd.read_parquet(tmp_path / "c" / "runs" / rid / "timeseries.parquet")
+    engine = timeline[timeline["device"] == "engine:vllm"]
+    window = engine[engine["phase"] == "window"]
+    assert len(window) == view["samples"]
+    assert window["t_window_s"].between(0, result["timing"]["window_s"] + 0.05).all()
+    assert window["power_w"].isna().all() and window["running_reqs"].notna().all()
+    assert view["peak_running"] == window["running_reqs"].max() <= 8
+    assert view["preemptions"] == window["preempted_reqs"].sum()
+    # Saturation from the engine's own count over the steady window, recomputed here.
     steady = result["steady_state"]
-    assert steady["max_num_seqs"] == 8 and steady["peak_running"] <= 2
+    assert steady["saturation_source"] == "engine_scheduler"
+    assert steady["windows"] == 1  # one pass (10 s > min_window_s)
+    points = list(zip(engine["t_window_s"], engine["running_reqs"].astype(float), strict=True))
+    expected = held_mean(points, steady["start_t_window_s"], steady["end_t_window_s"])
+    assert steady["mean_running"] == pytest.approx(expected, rel=1e-6)
+    assert steady["saturation"] == pytest.approx(expected / 8, rel=1e-6)
+    assert steady["saturation"] < 0.8
     verdict = result["validity"]
     assert verdict["valid"] is False
     reasons = {r["code"]: r["message"] for r in verdict["invalid_reasons"]}
-    assert "steady_state_unsaturated" in reasons
     assert "max_num_seqs 8" in reasons["steady_state_unsaturated"]
+    assert "(engine_scheduler)" in reasons["steady_state_unsaturated"]

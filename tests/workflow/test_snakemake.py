@@ -71,6 +71,15 @@ def planned_jobs(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)}
 
 
+def check_verdicts(runs) -> None:
+    """Judged: an estimate is a reason of its own, waived here, so the rest decides validity;
+    every estimate carries CodeCarbon's stated budget."""
+    assert runs["valid"].all(), runs["invalid_detail"].tolist()
+    assert all("energy_estimated" in list(w) for w in runs["waived_reasons"])
+    assert (runs["energy_uncertainty_j"] == 0.5 * runs["energy_j"]).all()
+    assert runs["energy_uncertainty_parts"].str.startswith("estimate_error=").all()
+
+
 def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
     campaign = write_campaign(tmp_path / "campaign.yaml")
     plan = snakemake(tmp_path, campaign, "-n")
@@ -85,9 +94,7 @@ def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
     assert (runs["energy_method"] == "codecarbon").all()
     assert (runs["energy_confidence"] == "estimated").all(), "no counter here: an estimate"
     assert (runs["energy_per_output_token_j"] > 0).all()
-    # Judged: an estimate is a reason of its own, waived here, so the rest decides validity
-    assert runs["valid"].all(), runs["invalid_detail"].tolist()
-    assert all("energy_estimated" in list(w) for w in runs["waived_reasons"])
+    check_verdicts(runs)
     # A cooldown record in every result: null with its reason, since CodeCarbon has no telemetry
     assert runs["cooldown_s"].isna().all()
     assert runs["cooldown_null_reason"].str.contains("gives no device telemetry").all()

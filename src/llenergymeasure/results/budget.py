@@ -8,7 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class UncertaintyPart(BaseModel):
-    """One part of an energy figure's sensor budget (`measure.uncertainty`)."""
+    """One part of an energy figure's sensor budget (`measure.uncertainty`).
+
+    ``idle_baseline_spread`` counts toward the adjusted energy's budget only.
+    """
 
     model_config = ConfigDict(extra="forbid")
 

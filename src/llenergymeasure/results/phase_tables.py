@@ -51,6 +51,20 @@ PHASE_RUN_FIELDS = [
     pa.field("steady_state_energy_null_reason", pa.string()),
     pa.field("steady_state_short", pa.bool_()),
     pa.field("steady_state_unsaturated", pa.bool_()),
+    pa.field("steady_state_saturation_source", pa.string()),  # engine_scheduler | token_events
+    pa.field("steady_state_token_events_mean_running", pa.float64()),
+    # the engine's own view of the window (result.engine_view)
+    pa.field("engine_view_source", pa.string()),
+    pa.field("engine_view_null_reason", pa.string()),
+    pa.field("engine_steps", pa.int64()),
+    pa.field("engine_mean_running", pa.float64()),
+    pa.field("engine_peak_running", pa.int64()),
+    pa.field("engine_saturation", pa.float64()),
+    pa.field("engine_mean_waiting", pa.float64()),
+    pa.field("engine_peak_waiting", pa.int64()),
+    pa.field("engine_mean_kv_cache_usage", pa.float64()),
+    pa.field("engine_peak_kv_cache_usage", pa.float64()),
+    pa.field("engine_preemptions", pa.int64()),
 ]
 REQUEST_ENERGY_FIELDS = [
     pa.field("energy_j", pa.float64()),
@@ -123,7 +137,27 @@ def phase_run_columns(result: RunResult) -> dict[str, Any]:
             "steady_state_energy_null_reason": steady.energy_null_reason,
             "steady_state_short": steady.short,
             "steady_state_unsaturated": steady.unsaturated,
+            "steady_state_saturation_source": steady.saturation_source,
+            "steady_state_token_events_mean_running": steady.token_events_mean_running,
         }
+    if view := result.engine_view:
+        columns |= {
+            "engine_view_source": view.source,
+            "engine_view_null_reason": view.null_reason,
+            "engine_steps": view.samples,
+            "engine_mean_running": view.mean_running,
+            "engine_peak_running": view.peak_running,
+            "engine_saturation": view.saturation,
+            "engine_mean_waiting": view.mean_waiting,
+            "engine_peak_waiting": view.peak_waiting,
+            "engine_mean_kv_cache_usage": view.mean_kv_cache_usage,
+            "engine_peak_kv_cache_usage": view.peak_kv_cache_usage,
+            "engine_preemptions": view.preemptions,
+        }
+    else:
+        columns["engine_view_null_reason"] = (
+            f"the result (schema {result.schema_version}) predates the engine view (1.10)"
+        )
     return columns
 
 

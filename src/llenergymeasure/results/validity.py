@@ -65,7 +65,8 @@ def _steady_state(r: RunResult, rules: ValidityRules) -> Iterator[Finding]:
             "steady_state_unsaturated",
             f"mean running batch {steady.mean_running or 0:.2f} of max_num_seqs "
             f"{steady.max_num_seqs} = {steady.saturation:.0%} < min_saturation "
-            f"{rules.min_saturation:.0%}",
+            f"{rules.min_saturation:.0%}"
+            + (f" ({steady.saturation_source})" if steady.saturation_source else ""),
             None,
         )
 
@@ -73,6 +74,17 @@ def _steady_state(r: RunResult, rules: ValidityRules) -> Iterator[Finding]:
 def _never_full(r: RunResult, max_num_seqs: int | None, rules: ValidityRules) -> Iterator[Finding]:
     """No steady state: a pass too small to fill the batch is unsaturated by construction."""
     if not max_num_seqs:
+        return
+    view = r.engine_view
+    if view is not None and view.samples and view.saturation is not None:
+        if view.saturation < rules.min_saturation:
+            yield (
+                "steady_state_unsaturated",
+                f"no steady state; the engine's mean running batch {view.mean_running or 0:.2f}"
+                f" of max_num_seqs {max_num_seqs} = {view.saturation:.0%} < min_saturation "
+                f"{rules.min_saturation:.0%} (engine_scheduler)",
+                None,
+            )
         return
     per_pass = r.tokens.num_requests / max(r.timing.window_passes, 1)
     if per_pass < rules.min_saturation * max_num_seqs:
