@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,7 +22,7 @@ from llenergymeasure.quiet import quiet_third_party
 quiet_third_party()
 
 if TYPE_CHECKING:
-    from llenergymeasure.config.models import ExperimentConfig
+    from llenergymeasure.config.models import AnalysisConfig, ExperimentConfig
     from llenergymeasure.measure.progress import Progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -30,7 +30,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 
-def _fail(error: Exception) -> None:
+def _fail(error: Exception) -> NoReturn:
     err.print(f"[bold red]error:[/] {error}", highlight=False)
     raise typer.Exit(2)
 
@@ -367,11 +367,71 @@ def doctor(
 def tables(
     results: list[Path],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Directory for the Parquet tables.")],
+    campaign: Annotated[
+        Path | None, typer.Option(help="Campaign file: judge runs under its analysis.validity.")
+    ] = None,
 ) -> None:
     """Build runs.parquet and latency.parquet from result.json files."""
     from llenergymeasure.results.tables import build_tables
 
-    build_tables(results, out_dir)
+    build_tables(results, out_dir, _analysis(campaign).validity if campaign else None)
+
+
+@app.command()
+def validate(
+    campaign_dir: Annotated[Path, typer.Argument(help="results/<campaign>")],
+    campaign: Annotated[Path, typer.Option(help="Campaign file (analysis settings).")],
+    rule: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override one analysis.validity key, e.g. --set min_window_s=10."
+        ),
+    ] = None,
+) -> None:
+    """Judge a campaign's runs again under other thresholds; rewrite its tables and report.
+
+    Nothing is measured: tables, summary.md (where provenance.json exists) and figures are
+    rebuilt from the runs' result.json files under the new rules.
+    """
+    from llenergymeasure.config.validity import with_overrides
+    from llenergymeasure.results.summary import build_summary
+    from llenergymeasure.results.tables import build_tables
+
+    analysis = _analysis(campaign)
+    try:
+        rules = with_overrides(analysis.validity, rule or [])
+    except ValueError as e:
+        _fail(LlemError(f"{campaign}: --set {e}"))
+    analysis = analysis.model_copy(update={"validity": rules})
+    results = sorted(campaign_dir.glob("runs/*/result.json"))
+    if not results:
+        _fail(LlemError(f"{campaign_dir}: no runs/*/result.json"))
+    paths = build_tables(results, campaign_dir / "tables", rules)
+    tables_dir = campaign_dir / "tables"
+    build_summary(paths["runs"], analysis, tables_dir / "summary.parquet")
+    rewritten = "tables"
+    if (campaign_dir / "provenance.json").exists():
+        summary_md(tables_dir, campaign_dir / "provenance.json", campaign_dir / "summary.md")
+        rewritten += ", summary.md"
+    if (campaign_dir / "figures").is_dir():
+        figures(tables_dir, campaign_dir / "figures")
+        rewritten += ", figures"
+    import pyarrow.parquet as pq
+
+    verdicts = pq.read_table(paths["runs"], columns=["valid"]).column("valid").to_pylist()
+    out.print(
+        f"{campaign_dir}: {verdicts.count(True)} valid, {verdicts.count(False)} invalid, "
+        f"{verdicts.count(None)} failed; {rewritten} rewritten"
+    )
+
+
+def _analysis(campaign: Path) -> AnalysisConfig:
+    from llenergymeasure.config import load_campaign
+
+    try:
+        return load_campaign(campaign).campaign.analysis
+    except LlemError as e:
+        _fail(e)
 
 
 @app.command()
@@ -384,14 +444,9 @@ def summary(
 
     Student-t intervals by default; `analysis.ci_method: bca` asks for BCa (n >= 10, t below).
     """
-    from llenergymeasure.config import load_campaign
     from llenergymeasure.results.summary import build_summary
 
-    try:
-        analysis = load_campaign(campaign).campaign.analysis
-    except LlemError as e:
-        _fail(e)
-    build_summary(runs, analysis, out)
+    build_summary(runs, _analysis(campaign), out)
 
 
 @app.command()

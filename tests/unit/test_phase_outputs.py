@@ -267,10 +267,14 @@ def test_phase_columns_of_a_result_and_of_an_older_one():
     assert columns["phase_null_reason"] is None
     assert list(phase_rows(RESULT))[0]["run_id"] == "r"
     request = request_energy_columns(
-        RESULT, RequestResult.model_construct(energy_j=1.5, energy_null_reason=None)
+        RESULT,
+        RequestResult.model_construct(
+            energy_j=1.5, energy_null_reason=None, energy_uncertainty_j=0.25
+        ),
     )
     assert request == {
         "energy_j": 1.5,
+        "energy_uncertainty_j": 0.25,
         "energy_method": "each interval",
         "energy_null_reason": None,
     }

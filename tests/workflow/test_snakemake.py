@@ -59,6 +59,8 @@ def write_campaign(path: Path, **overrides) -> Path:
         "settings": {"max_new_tokens": 4, "num_prompts": 2, "threads": 1},
         "grid": {"batch_size": [1, 2]},
         "measurement": {"meter": "codecarbon", "warmup_batches": 0, "baseline_s": 2},
+        # CodeCarbon's estimate and sub-second windows: recorded, not counted (see the test)
+        "analysis": {"validity": {"waive": ["energy_estimated", "window_short"]}},
         **overrides,
     }
     path.write_text(yaml.safe_dump(data))
@@ -67,6 +69,15 @@ def write_campaign(path: Path, **overrides) -> Path:
 
 def planned_jobs(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)}
+
+
+def check_verdicts(runs) -> None:
+    """Judged: an estimate is a reason of its own, waived here, so the rest decides validity;
+    every estimate carries CodeCarbon's stated budget."""
+    assert runs["valid"].all(), runs["invalid_detail"].tolist()
+    assert all("energy_estimated" in list(w) for w in runs["waived_reasons"])
+    assert (runs["energy_uncertainty_j"] == 0.5 * runs["energy_j"]).all()
+    assert runs["energy_uncertainty_parts"].str.startswith("estimate_error=").all()
 
 
 def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
@@ -83,6 +94,7 @@ def test_campaign_runs_then_reruns_incrementally(tmp_path, embedded_model):
     assert (runs["energy_method"] == "codecarbon").all()
     assert (runs["energy_confidence"] == "estimated").all(), "no counter here: an estimate"
     assert (runs["energy_per_output_token_j"] > 0).all()
+    check_verdicts(runs)
     # A cooldown record in every result: null with its reason, since CodeCarbon has no telemetry
     assert runs["cooldown_s"].isna().all()
     assert runs["cooldown_null_reason"].str.contains("gives no device telemetry").all()

@@ -11,12 +11,15 @@ rule tables:
         latency=f"{OUT}/tables/latency.parquet",
         timeseries=f"{OUT}/tables/timeseries.parquet",
         phases=f"{OUT}/tables/phases.parquet",
+    params:
+        campaign=CAMPAIGN_FILE,
     log:
         f"{OUT}/logs/tables.log",
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "llem tables {input} --out-dir $(dirname {output.runs}) > {log} 2>&1"
+        "llem tables {input} --out-dir $(dirname {output.runs}) --campaign {params.campaign}"
+        " > {log} 2>&1"
 
 
 rule summary:

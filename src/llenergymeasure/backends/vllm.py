@@ -14,6 +14,7 @@ from typing import Any
 
 from llenergymeasure.backends.arrivals import arrival_offsets_s, submission_offsets_s
 from llenergymeasure.backends.base import CacheState, PreparedPrompt, RequestTiming
+from llenergymeasure.backends.engine_stats import SchedulerLog
 from llenergymeasure.backends.tokenize import eos_token_ids, prepare_prompts
 from llenergymeasure.config.models import ExperimentConfig, VllmSettings
 from llenergymeasure.errors import BackendError
@@ -97,6 +98,12 @@ class VllmBackend:
         self.tokenizer: Any = None
         self.eos_ids: set[int] = set()
         self._next_id = 0
+        self.scheduler_log = SchedulerLog(
+            source="vllm_stat_logger: SchedulerStats (num_running_reqs, num_waiting_reqs, "
+            "kv_cache_usage) and IterationStats.num_preempted_reqs of every engine step, "
+            "in this process",
+            device="engine:vllm",
+        )
 
     def load(self) -> None:
         """Start the engine (outside the window: its start-up is `model_load_s`)."""
@@ -127,7 +134,39 @@ class VllmBackend:
     async def _start(self, args: Any) -> Any:
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        return AsyncLLM.from_engine_args(args)
+        return AsyncLLM.from_engine_args(args, stat_loggers=[self._stat_logger])
+
+    def _stat_logger(self, vllm_config: Any, engine_index: int = 0) -> Any:
+        """VLLM's per-engine stat-logger factory: a logger that fills `scheduler_log`."""
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        log = self.scheduler_log
+
+        class SchedulerRecorder(StatLoggerBase):
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                pass
+
+            def record(
+                self,
+                scheduler_stats: Any,
+                iteration_stats: Any,
+                mm_cache_stats: Any = None,
+                engine_idx: int = 0,
+            ) -> None:
+                if scheduler_stats is None:
+                    return
+                log.record(
+                    running_reqs=scheduler_stats.num_running_reqs,
+                    waiting_reqs=scheduler_stats.num_waiting_reqs,
+                    kv_cache_usage=scheduler_stats.kv_cache_usage,
+                    preempted_reqs=iteration_stats.num_preempted_reqs if iteration_stats else 0,
+                    t_s=iteration_stats.iteration_timestamp if iteration_stats else None,
+                )
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return SchedulerRecorder(vllm_config, engine_index)
 
     def prepare_prompts(self) -> list[PreparedPrompt]:
         """The same token ids the transformers backend would generate from."""

@@ -94,6 +94,7 @@ def plan_campaign(data: dict[str, Any], source: str) -> Plan:
                 repeat=repeat,
                 container=container_spec(campaign, backend),
                 python_env=python_env(campaign, backend, source),
+                validity=campaign.analysis.validity,
             )
             problem = unsupported(run)
             if problem:
@@ -240,8 +241,9 @@ def _check_prompt_count(settings: Settings, prompts: ResolvedPrompts, source: st
         )
 
 
-# Where a run executes and under which campaign name: recorded in results, not in its id.
-NOT_IDENTITY_KEYS = frozenset({"campaign", "container", "python_env"})
+# Where a run executes, under which campaign name and validity rules: recorded in results,
+# not in its id.
+NOT_IDENTITY_KEYS = frozenset({"campaign", "container", "python_env", "validity"})
 # Settings added after results existed: left out of the id while null, so runs that do not
 # use them keep the ids they had (and their results stay valid).
 LATER_SETTINGS = frozenset({"tensorrt"})

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from llenergymeasure.config.validity import ValidityRules
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -551,6 +553,16 @@ class AnalysisConfig(StrictModel):
         "them, summary.md names the one of least energy per token per model × backend, "
         "figures/energy_vs_latency.png draws them on the energy–latency Pareto front.",
     )
+    validity: ValidityRules = Field(
+        default_factory=ValidityRules,
+        description="The rules a run must pass to be valid (result.json and runs.parquet "
+        "`valid`, `invalid_reasons`).",
+    )
+    include_invalid: bool = Field(
+        False,
+        description="Fold invalid runs into the summary too (default: valid runs only; the "
+        "others are counted in `invalid_runs`).",
+    )
 
 
 ContainerRuntime = Literal["none", "podman", "docker", "apptainer"]
@@ -687,4 +699,9 @@ class ExperimentConfig(StrictModel):
         None,
         description="The Python environment whose `llem` measures the run (absolute path; "
         "None: the workflow's own); not in the id.",
+    )
+    validity: ValidityRules | None = Field(
+        None,
+        description="The campaign's `analysis.validity`, to judge the run when it is written "
+        "(None: the defaults); not in the id.",
     )

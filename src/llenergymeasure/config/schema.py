@@ -21,6 +21,7 @@ from llenergymeasure.config.models import (
     TensorrtSettings,
     VllmSettings,
 )
+from llenergymeasure.config.validity import ValidityRules
 
 SCHEMA_PATH = "workflow/schemas/campaign.schema.json"
 README_PATH = "config/README.md"
@@ -36,6 +37,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`measurement`", MeasurementConfig),
     ("`analysis`", AnalysisConfig),
     ("`analysis.slo` (latency targets)", SloConfig),
+    ("`analysis.validity` (the rules of a valid run; `llem validate` re-judges)", ValidityRules),
 ]
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 from llenergymeasure.devices.base import DeviceInfo, DeviceSample, DeviceSource, EnergyMeter
@@ -19,6 +20,18 @@ def trapezoid_j(samples: list[DeviceSample]) -> float | None:
     if len(points) < 2:
         return None
     return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in pairwise(points))
+
+
+def power_spread_w(samples: Sequence[DeviceSample]) -> float | None:
+    """Standard deviation of a device's power over samples (polled, else counter steps).
+
+    None with fewer than two readings.
+    """
+    powers = [s.power_w for s in samples if s.power_w is not None]
+    if len(powers) < 2:
+        points = [(s.t_s, s.energy_j) for s in samples if s.energy_j is not None]
+        powers = [(e1 - e0) / (t1 - t0) for (t0, e0), (t1, e1) in pairwise(points) if t1 > t0]
+    return statistics.stdev(powers) if len(powers) >= 2 else None
 
 
 def throttle_summary(samples: list[DeviceSample], names: dict[int, str]) -> tuple[float, list[str]]:
@@ -147,6 +160,8 @@ class CounterMeter(EnergyMeter):
         polled_j = trapezoid_j(samples) if info.has_power else None
         throttle_s, reasons = throttle_summary(samples, self.source.throttle_names)
         temperatures = [s.temperature_c for s in samples if s.temperature_c is not None]
+        powers = [s.power_w for s in samples if s.power_w is not None]
+        limits = [s.power_limit_w for s in samples if s.power_limit_w is not None]
         notes = list(info.notes)
         power_field = info.power_field if polled_j is not None else None
         polled = "power" if power_field is None else f"power ({power_field})"
@@ -195,6 +210,9 @@ class CounterMeter(EnergyMeter):
                 (polled_j - counter_j) / counter_j * 100 if both else None  # type: ignore[operator]
             ),
             samples=len(samples),
+            power_std_w=power_spread_w(samples),
+            max_power_w=max(powers, default=None),
+            power_limit_w=max(limits, default=None),
             max_temperature_c=max(temperatures) if temperatures else None,
             throttle_s=throttle_s if self.source.throttle_names else None,
             throttle_reasons=reasons,

@@ -10,6 +10,7 @@ from llenergymeasure.measure.energy import adjust_for_idle, with_facility
 from llenergymeasure.measure.gpu_processes import merge as merge_gpu_processes
 from llenergymeasure.measure.latency import latency_summary
 from llenergymeasure.measure.shared_devices import device_union, machine_union
+from llenergymeasure.measure.uncertainty import with_budget
 from llenergymeasure.results.models import (
     Baseline,
     Cooldown,
@@ -23,6 +24,7 @@ from llenergymeasure.results.models import (
     Throughput,
     TokenCounts,
 )
+from llenergymeasure.results.phase_models import EngineView
 
 MIN_OVERLAP = 0.5
 NO_PHASES = (
@@ -46,14 +48,18 @@ def merged_baseline(results: Sequence[RunResult]) -> Baseline | None:
     if not baselines:
         return None
     per_device: dict[str, float] = {}
+    per_device_std: dict[str, float] = {}
     for b in baselines:
         for device, power_w in b.per_device_w.items():
             per_device.setdefault(device, power_w)
+        for device, std_w in b.per_device_std_w.items():
+            per_device_std.setdefault(device, std_w)
     first = baselines[0]
     unknown = [b for b in baselines if b.idle_power_w is None]
     return first.model_copy(
         update={
             "per_device_w": per_device,
+            "per_device_std_w": per_device_std,
             "idle_power_w": sum(per_device.values()) if per_device else first.idle_power_w,
             "null_reason": unknown[0].null_reason if unknown else None,
             "cached": all(b.cached for b in baselines),
@@ -114,7 +120,9 @@ def aggregate_energy(
         baseline.idle_power_w if baseline else None,
         span_s,
     )
-    return with_facility(energy, results[0].config.measurement)
+    energy = with_facility(energy, results[0].config.measurement)
+    periods = [p for r in results for p in r.energy.counter_update_periods]
+    return with_budget(energy, periods, baseline.per_device_std_w if baseline else {}, span_s)
 
 
 def _fold_cooldowns(results: Sequence[RunResult]) -> Cooldown | None:
@@ -230,6 +238,16 @@ def aggregate(
                 energy.adjusted_energy_j / output_tokens
                 if energy.adjusted_energy_j is not None
                 else None
+            ),
+            "energy_per_output_token_uncertainty_j": (
+                energy.energy_uncertainty_j / output_tokens
+                if energy.energy_uncertainty_j is not None and output_tokens
+                else None
+            ),
+            "engine_view": EngineView(
+                source=first.engine_view.source if first.engine_view else first.config.backend,
+                null_reason=f"multi-process run: each rank's view is in its process_<rank>"
+                f".json ({world} ranks)",
             ),
             "flops": flops,
             "normalised": normalised_metrics(output_tokens, span_s, energy, flops, first.precision)

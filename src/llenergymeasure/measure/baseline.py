@@ -143,6 +143,9 @@ def idle_baseline(
         idle_power_w=None if energy.energy_j is None else energy.energy_j / span_s,
         null_reason=energy.null_reason,
         per_device_w=per_device,
+        per_device_std_w={
+            d.device: d.power_std_w for d in energy.per_device if d.power_std_w is not None
+        },
         method=energy.method,
         duration_s=span_s,
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),

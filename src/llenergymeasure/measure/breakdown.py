@@ -28,6 +28,8 @@ from llenergymeasure.measure.phases import (
     stretches,
 )
 from llenergymeasure.measure.steady_state import CONTINUOUS_BACKENDS, steady_state
+from llenergymeasure.measure.uncertainty import sub_window_parts
+from llenergymeasure.results.budget import UncertaintyPart
 from llenergymeasure.results.models import Energy
 from llenergymeasure.results.phase_models import (
     PhaseEnergy,
@@ -122,20 +124,25 @@ def _phase(
     parts: Sequence[StretchEnergy] | None,
     uncertainty_j: float | None,
     input_tokens: int | None,
+    energy: Energy,
 ) -> PhaseEnergy:
     chosen = [i for i, interval in enumerate(intervals) if interval.phase == name]
     tokens = sum(n for i in chosen for n in intervals[i].tokens.values())
     energy_j = float(energies[chosen].sum()) if energies is not None else None
     per = input_tokens if name == "prefill" else tokens if name == "decode" else 0
     mine = [p for p, s in zip(parts or [], stretches(intervals), strict=False) if s.phase == name]
+    duration_s = sum(intervals[i].end_s - intervals[i].start_s for i in chosen)
+    budget = sub_window_parts(energy, duration_s, uncertainty_j) if energy_j is not None else []
     return PhaseEnergy(
-        duration_s=sum(intervals[i].end_s - intervals[i].start_s for i in chosen),
+        duration_s=duration_s,
         stretches=sum(1 for s in stretches(intervals) if s.phase == name),
         energy_j=energy_j,
         energy_label=phase_label([p.label for p in mine]),
         measured_energy_j=sum(p.measured_j for p in mine) if parts is not None else None,
         apportioned_energy_j=sum(p.apportioned_j for p in mine) if parts is not None else None,
         alignment_uncertainty_j=uncertainty_j,
+        energy_uncertainty_j=sum(p.bound_j for p in budget) if budget else None,
+        uncertainty_parts=budget,
         output_tokens=tokens,
         input_tokens=input_tokens if name == "prefill" else None,
         energy_per_token_j=energy_j / per if energy_j is not None and per else None,
@@ -175,16 +182,41 @@ def _uncertainty(
     return out
 
 
+def _stretch_alignment_j(
+    timeline: EnergyTimeline, start_unix_s: float, end_unix_s: float, edges: tuple[bool, bool]
+) -> float:
+    """Energy within half a resolution of a stretch's inner boundaries (not the window's)."""
+    half_s = timeline.resolution_s / 2
+    total = 0.0
+    for t, at_edge in ((start_unix_s, edges[0]), (end_unix_s, edges[1])):
+        if not at_edge:
+            total += timeline.between(t - half_s, t + half_s)
+    return total
+
+
 def _stored(
     intervals: Sequence[Interval],
     energies: np.ndarray | None,
     parts: Sequence[StretchEnergy] | None,
     to_window_s: float,
+    budget: tuple[EnergyTimeline, Energy, float] | None,
 ) -> list[PhaseInterval]:
+    """The stretches; `budget` (timeline, window energy, perf-to-unix offset) adds budgets."""
     out = []
-    for k, s in enumerate(stretches(intervals)):
+    runs = stretches(intervals)
+    for k, s in enumerate(runs):
         part = intervals[s.first : s.last + 1]
         split = parts[k] if parts is not None else None
+        parts_of: list[UncertaintyPart] = []
+        if budget is not None and energies is not None:
+            timeline, energy, offset_s = budget
+            alignment_j = _stretch_alignment_j(
+                timeline,
+                part[0].start_s + offset_s,
+                part[-1].end_s + offset_s,
+                (k == 0, k == len(runs) - 1),
+            )
+            parts_of = sub_window_parts(energy, part[-1].end_s - part[0].start_s, alignment_j)
         out.append(
             PhaseInterval(
                 phase=s.phase,  # type: ignore[arg-type]
@@ -196,6 +228,8 @@ def _stored(
                 energy_label=split.label if split else None,
                 measured_energy_j=split.measured_j if split else None,
                 apportioned_energy_j=split.apportioned_j if split else None,
+                energy_uncertainty_j=sum(p.bound_j for p in parts_of) if parts_of else None,
+                uncertainty_parts=parts_of,
                 output_tokens=sum(n for i in part for n in i.tokens.values()),
             )
         )
@@ -233,6 +267,7 @@ def energy_breakdown(
     timeline: EnergyTimeline | None,
     timeline_null_reason: str | None,
     output_tokens: int,
+    engine_running: Sequence[tuple[float, float]] = (),
 ) -> Breakdown:
     """Split the window into phases and allocate its energy to phases and requests.
 
@@ -247,6 +282,7 @@ def energy_breakdown(
         timeline: Its energy timeline (None: the meter has none).
         timeline_null_reason: Why there is none.
         output_tokens: Output tokens of the window.
+        engine_running: The engine's running count per step (perf_counter clock), if any.
     """
     split = split_window(passes, *window_perf_s)
     intervals = split.intervals
@@ -268,6 +304,7 @@ def energy_breakdown(
             parts=parts,
             uncertainty_j=uncertainty.get(name),
             input_tokens=split.input_tokens if name == "prefill" else None,
+            energy=energy,
         )
         for name in ("prefill", "decode", "idle")
     }
@@ -293,7 +330,13 @@ def energy_breakdown(
         step_merge_s=STEP_MERGE_S,
         request_energy_method=REQUEST_ENERGY_METHOD,
         request_energy_total_j=sum(request_j.values()) if energies is not None else None,
-        intervals=_stored(intervals, energies, parts, to_window_s),
+        intervals=_stored(
+            intervals,
+            energies,
+            parts,
+            to_window_s,
+            (timeline, energy, perf_to_unix_s) if timeline is not None else None,
+        ),
         notes=_notes(split, backend, passes),
     )
 
@@ -313,7 +356,23 @@ def energy_breakdown(
         energy_null_reason=timeline_null_reason,
         to_window_s=lambda t: t + to_window_s,
         window_energy_per_output_token_j=whole,
+        engine_running=engine_running,
     )
+    if timeline is not None and steady.energy_j is not None and steady.duration_s:
+        mean_w = steady.energy_j / steady.duration_s
+        budget = sub_window_parts(
+            energy,
+            steady.duration_s,
+            steady.windows * timeline.resolution_s * mean_w,
+            f"mean power {mean_w:.4g} W x half a timeline resolution ({timeline.resolution_s:.3g}"
+            f" s) at each of its {2 * steady.windows} boundaries",
+        )
+        steady = steady.model_copy(
+            update={
+                "energy_uncertainty_j": sum(p.bound_j for p in budget),
+                "uncertainty_parts": budget,
+            }
+        )
     return Breakdown(
         phases=result,
         steady=steady,

@@ -23,6 +23,7 @@ from llenergymeasure.measure.protocol import OWN_GPUS_ENV
 from llenergymeasure.results.io import write_model_atomic, write_text_atomic
 from llenergymeasure.results.models import RunResult
 from llenergymeasure.results.timeseries import read_power
+from llenergymeasure.results.validity import with_verdict
 
 KILL_AFTER_S = 5.0  # after SIGTERM, a rank that still runs is killed
 
@@ -91,7 +92,7 @@ def run_ranks(
         raise
     files = [f"process_{rank}.json" for rank in range(world)]
     results = [RunResult.model_validate_json((out_dir / f).read_bytes()) for f in files]
-    result = aggregate(results, files, rank_samples(out_dir, results))
+    result = with_verdict(aggregate(results, files, rank_samples(out_dir, results)))
     write_model_atomic(out_dir / "result.json", result)
     return result
 

@@ -11,12 +11,18 @@ from typing import Any
 
 from llenergymeasure import environment
 from llenergymeasure.backends.base import Backend, engine_facts
+from llenergymeasure.backends.engine_stats import scheduler_log, tagged_samples
 from llenergymeasure.config.loader import config_hash, configuration_id, run_id
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.devices.sampler import Sampler
 from llenergymeasure.measure.breakdown import Breakdown, energy_breakdown, window_timeline
 from llenergymeasure.measure.efficiency import normalised_metrics
 from llenergymeasure.measure.energy import adjust_for_idle, with_facility
+from llenergymeasure.measure.engine_view import (
+    TENSORRT_REASON,
+    running_points,
+    scheduler_view,
+    static_view,
+)
 from llenergymeasure.measure.flops import null_flops, run_flops
 from llenergymeasure.measure.gpu_processes import describe
 from llenergymeasure.measure.latency import latency_summary, request_result
@@ -24,6 +30,7 @@ from llenergymeasure.measure.precision import precision_for
 from llenergymeasure.measure.progress import Progress
 from llenergymeasure.measure.protocol import Observed, observe
 from llenergymeasure.measure.quality import window_warnings
+from llenergymeasure.measure.uncertainty import request_budget, with_budget
 from llenergymeasure.results.io import write_model_atomic
 from llenergymeasure.results.models import (
     CacheRecord,
@@ -38,7 +45,9 @@ from llenergymeasure.results.models import (
     Timing,
     TokenCounts,
 )
+from llenergymeasure.results.phase_models import EngineView
 from llenergymeasure.results.timeseries import write_timeseries
+from llenergymeasure.results.validity import with_verdict
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +106,16 @@ def measure(
         o.window_s,
     )
     energy = with_facility(energy, measurement)
+    energy = with_budget(
+        energy,
+        o.counter_periods,
+        baseline.per_device_std_w if baseline else {},
+        o.window_s,
+    )
     requests = [request_result(t, n) for n, timings in enumerate(o.passes) for t in timings]
     output_tokens = sum(r.output_tokens for r in requests)
     breakdown = _breakdown(config, o, energy, output_tokens)
-    requests = _with_energy(requests, breakdown)
+    requests = _with_energy(requests, breakdown, energy)
     input_tokens = sum(r.input_tokens for r in requests)
     engine_quantization = settings.vllm.quantization if settings.vllm else None
     trt_quantization = settings.tensorrt.quantization if settings.tensorrt else None
@@ -140,15 +155,10 @@ def measure(
         energy=energy,
         energy_per_output_token_j=_per(energy.energy_j, output_tokens),
         adjusted_energy_per_output_token_j=_per(energy.adjusted_energy_j, output_tokens),
+        energy_per_output_token_uncertainty_j=_per(energy.energy_uncertainty_j, output_tokens),
         energy_per_output_token_null_reason=energy.null_reason,
-        timeseries=_timeseries(
-            o.sampler,
-            o.setup.choice.chosen,
-            out_dir,
-            rid,
-            o.window_start_unix_s,
-            name=timeseries_name(rank),
-        ),
+        timeseries=_timeseries(o, out_dir, rid, name=timeseries_name(rank)),
+        engine_view=_engine_view(config, o),
         precision=precision,
         flops=flops,
         normalised=normalised_metrics(output_tokens, o.window_s, energy, flops, precision),
@@ -170,6 +180,17 @@ def measure(
     )
 
 
+def _engine_view(config: ExperimentConfig, o: Observed) -> EngineView:
+    log = scheduler_log(o.backend)
+    if log is not None:
+        return scheduler_view(
+            log, o.window_start_unix_s, o.window_end_unix_s, config.settings.batch_size
+        )
+    if config.backend == "transformers":
+        return static_view(o.passes, config.settings.batch_size)
+    return EngineView(source=config.backend, null_reason=TENSORRT_REASON)
+
+
 def _breakdown(config: ExperimentConfig, o: Observed, energy: Energy, tokens: int) -> Breakdown:
     """Phase split, steady state and per-request energy of the window."""
     timeline, reason = window_timeline(energy, o.sampler, o.setup.source, o.setup.choice.chosen)
@@ -184,18 +205,28 @@ def _breakdown(config: ExperimentConfig, o: Observed, energy: Energy, tokens: in
         timeline=timeline,
         timeline_null_reason=reason,
         output_tokens=tokens,
+        engine_running=running_points(scheduler_log(o.backend), -o.perf_to_unix_s),
     )
 
 
-def _with_energy(requests: list[RequestResult], breakdown: Breakdown) -> list[RequestResult]:
-    """Each request with its share of the window energy, or null with the reason."""
+def _with_energy(
+    requests: list[RequestResult], breakdown: Breakdown, energy: Energy
+) -> list[RequestResult]:
+    """Each request with its share of the window energy and budget, or null with the reason."""
     out = []
     for r in requests:
         energy_j = breakdown.request_energy_j.get((r.pass_index, r.index))
         reason = breakdown.request_null_reason or (
             "the request yielded no token" if energy_j is None else None
         )
-        out.append(r.model_copy(update={"energy_j": energy_j, "energy_null_reason": reason}))
+        update = {
+            "energy_j": energy_j,
+            "energy_null_reason": reason,
+            "energy_uncertainty_j": request_budget(energy_j, energy)
+            if energy_j is not None
+            else None,
+        }
+        out.append(r.model_copy(update=update))
     return out
 
 
@@ -269,24 +300,23 @@ def timeseries_name(rank: int) -> str:
     return "timeseries.parquet" if rank == 0 else f"process_{rank}.timeseries.parquet"
 
 
-def _timeseries(
-    sampler: Sampler,
-    meter: str,
-    out_dir: Path | None,
-    rid: str,
-    window_start_unix_s: float,
-    *,
-    name: str,
-) -> Timeseries:
+def _timeseries(o: Observed, out_dir: Path | None, rid: str, *, name: str) -> Timeseries:
+    """The devices' samples and the engine's scheduler steps, in one timeline file."""
+    sampler, meter = o.sampler, o.setup.choice.chosen
+    log = scheduler_log(o.backend)
+    engine = tagged_samples(log, o.window_start_unix_s, o.window_end_unix_s) if log else []
     timeseries = Timeseries(
         path=None,
         samples=len(sampler.samples),
         interval_s=sampler.interval_s if sampler.source else None,
         null_reason=None if sampler.source else f"meter {meter!r} has no power timeline",
+        engine_samples=len(engine),
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_timeseries(out_dir / name, rid, sampler.samples, window_start_unix_s)
+        write_timeseries(
+            out_dir / name, rid, [*sampler.samples, *engine], o.window_start_unix_s
+        )
         timeseries.path = name
     return timeseries
 
@@ -335,5 +365,6 @@ def run(
         calflops_profile=calflops_profile,
         progress=progress,
     )
+    result = with_verdict(result)
     write_model_atomic(out_dir / "result.json", result)
     return result

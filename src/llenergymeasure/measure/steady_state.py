@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from llenergymeasure.measure.engine_view import held_mean
 from llenergymeasure.measure.phases import Timeline
 from llenergymeasure.results.phase_models import (
     SATURATION_THRESHOLD,
@@ -67,6 +68,21 @@ def pass_window(spans: Sequence[tuple[float, float]]) -> PassWindow | None:
     return PassWindow(start_s=start, end_s=end, peak=peak, running_s=area)
 
 
+def _engine_mean(
+    points: Sequence[tuple[float, float]], windows: Sequence[PassWindow]
+) -> float | None:
+    """The engine's time-weighted running batch over the windows that hold a step of it."""
+    weighted, total_s = 0.0, 0.0
+    for w in windows:
+        if not any(w.start_s <= t <= w.end_s for t, _ in points):
+            continue
+        mean = held_mean(points, w.start_s, w.end_s)
+        if mean is not None:
+            weighted += mean * (w.end_s - w.start_s)
+            total_s += w.end_s - w.start_s
+    return weighted / total_s if total_s > 0 else None
+
+
 def steady_state(
     *,
     backend: str,
@@ -77,6 +93,7 @@ def steady_state(
     energy_null_reason: str | None,
     to_window_s: Callable[[float], float],
     window_energy_per_output_token_j: float | None,
+    engine_running: Sequence[tuple[float, float]] = (),
 ) -> SteadyState:
     """The steady state of a continuous-batching run with more requests than max_num_seqs.
 
@@ -89,6 +106,9 @@ def steady_state(
         energy_null_reason: Why `energy_between` is None.
         to_window_s: perf_counter time to seconds since the window start.
         window_energy_per_output_token_j: The whole window's figure, reported beside.
+        engine_running: The engine's running count at each of its steps (perf_counter
+            clock); where it has steps inside the windows, the mean running batch (and so
+            the saturation) is the engine's, else inferred from token events.
     """
     common = {
         "max_num_seqs": max_num_seqs,
@@ -121,7 +141,9 @@ def steady_state(
         if any(w.start_s < interval.end_s <= w.end_s for w in windows)
         for n in interval.tokens.values()
     )
-    mean_running = sum(w.running_s for w in windows) / duration_s
+    token_mean = sum(w.running_s for w in windows) / duration_s
+    engine_mean = _engine_mean(engine_running, windows)
+    mean_running = engine_mean if engine_mean is not None else token_mean
     energy_j = (
         sum(energy_between(w.start_s, w.end_s) for w in windows)
         if energy_between is not None
@@ -135,6 +157,8 @@ def steady_state(
         peak_running=max(w.peak for w in windows),
         mean_running=mean_running,
         saturation=mean_running / max_num_seqs,
+        saturation_source="engine_scheduler" if engine_mean is not None else "token_events",
+        token_events_mean_running=token_mean,
         output_tokens=tokens,
         energy_j=energy_j,
         energy_null_reason=None if energy_j is not None else energy_null_reason,

@@ -85,7 +85,8 @@ def energy_vs_batch(summary: pd.DataFrame, path: Path, footnote: str = "") -> No
     ax.set_ylabel("energy per output token (J)")
     ax.set_title(
         f"Energy per token ({_energy_label(summary)})\n"
-        f"bands: {ci_label(summary, ['energy_per_output_token_j'])}"
+        f"bands: {ci_label(summary, ['energy_per_output_token_j'])}, run-to-run"
+        " (sensor budget: summary.parquet)"
         f"{'; bounds ≤ 0 cut at the axis' if cut else ''}",
         fontsize=9,
     )
@@ -322,6 +323,19 @@ def power_timeline(
     _save(fig, path, footnote)
 
 
+def _left_out(failed: int, summary: pd.DataFrame) -> str:
+    """The footnote counting the runs a figure does not show, or ''."""
+    parts = [f"{failed} failed run{'s' if failed != 1 else ''} left out"] if failed else []
+    if "invalid_runs" in summary and not summary["invalid_included"].any():
+        invalid = int(summary["invalid_runs"].sum())
+        if invalid:
+            parts.append(
+                f"{invalid} invalid run{'s' if invalid != 1 else ''} left out of the "
+                "folded points (drawn in the per-run figures)"
+            )
+    return "; ".join(parts) + " (see summary.md)" if parts else ""
+
+
 def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
     """Every figure from the campaign's tables."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -329,8 +343,7 @@ def build_figures(tables_dir: Path, out_dir: Path) -> list[Path]:
     runs = pd.read_parquet(tables_dir / "runs.parquet")
     failed = int((runs["status"] == "failed").sum())
     runs = runs[runs["status"] != "failed"]
-    plural = "s" if failed != 1 else ""
-    footnote = f"{failed} failed run{plural} left out (see summary.md)" if failed else ""
+    footnote = _left_out(failed, summary)
     latency = pd.read_parquet(tables_dir / "latency.parquet")
     timeseries = pd.read_parquet(tables_dir / "timeseries.parquet")
     paths = {name: out_dir / f"{name}.png" for name in FIGURES}

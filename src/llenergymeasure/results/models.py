@@ -7,9 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.results.phase_models import PhaseSplit, SteadyState
+from llenergymeasure.config.validity import ReasonCode, ValidityRules
+from llenergymeasure.results.budget import UncertaintyPart
+from llenergymeasure.results.phase_models import EngineView, PhaseSplit, SteadyState
 
-SCHEMA_VERSION = "1.8.0"
+SCHEMA_VERSION = "1.10.0"
 
 
 class ResultModel(BaseModel):
@@ -96,6 +98,9 @@ class RequestResult(ResultModel):
         " the requests' shares sum to the window energy.",
     )
     energy_null_reason: str | None = Field(None, description="Why energy_j is null.")
+    energy_uncertainty_j: float | None = Field(
+        None, description="Its share of the window's sensor budget (allocated like energy_j)."
+    )
 
 
 class TokenCounts(ResultModel):
@@ -164,6 +169,21 @@ class DeviceEnergy(ResultModel):
     )
     adjusted_null_reason: str | None = None
     samples: int = 0
+    power_std_w: float | None = Field(
+        None, description="Standard deviation of its power in the window (polled, else steps)."
+    )
+    energy_uncertainty_j: float | None = Field(
+        None, description="Sensor budget of energy_j: the sum of its parts' bounds."
+    )
+    adjusted_energy_uncertainty_j: float | None = Field(
+        None, description="Budget of adjusted_energy_j: energy's plus the idle spread's."
+    )
+    uncertainty_parts: list[UncertaintyPart] = []
+    uncertainty_null_reason: str | None = None
+    max_power_w: float | None = Field(None, description="Largest polled power in the window.")
+    power_limit_w: float | None = Field(
+        None, description="The device's enforced power limit during the window (largest read)."
+    )
     max_temperature_c: float | None = None
     throttle_s: float | None = Field(None, description="Time this device spent throttled.")
     throttle_reasons: list[str] = Field([], description="Reasons seen in the window (ORed).")
@@ -180,6 +200,9 @@ class Baseline(ResultModel):
     idle_power_w: float | None
     null_reason: str | None = None
     per_device_w: dict[str, float] = {}
+    per_device_std_w: dict[str, float] = Field(
+        {}, description="Each device's idle power standard deviation over the baseline."
+    )
     method: str
     duration_s: float
     measured_at: str | None = None
@@ -257,6 +280,20 @@ class Energy(ResultModel):
         "null where none was measured (see counter_update_periods).",
     )
     counter_update_periods: list[CounterUpdatePeriod] = []
+    energy_uncertainty_j: float | None = Field(
+        None, description="Sensor budget of energy_j (uncertainty_method); null with a reason."
+    )
+    adjusted_energy_uncertainty_j: float | None = Field(
+        None, description="Sensor budget of adjusted_energy_j."
+    )
+    facility_energy_uncertainty_j: float | None = Field(
+        None, description="energy_uncertainty_j x pue."
+    )
+    uncertainty_parts: list[UncertaintyPart] = Field(
+        [], description="The budget's parts, summed over devices by name."
+    )
+    uncertainty_method: str | None = None
+    uncertainty_null_reason: str | None = None
     notes: list[str] = []
 
 
@@ -267,6 +304,7 @@ class Timeseries(ResultModel):
     samples: int
     interval_s: float | None
     null_reason: str | None = None
+    engine_samples: int = Field(0, description="The engine's scheduler steps in the file.")
 
 
 class PrecisionMetadata(ResultModel):
@@ -569,6 +607,27 @@ class GpuProcessCheck(ResultModel):
     )
 
 
+class ValidityReason(ResultModel):
+    """One rule a run broke, or could not be judged on."""
+
+    code: ReasonCode
+    message: str = Field(..., description="The rule and the run's value, in one line.")
+
+
+class Validity(ResultModel):
+    """Whether the run may go into a paper's table, judged under `analysis.validity`."""
+
+    valid: bool = Field(..., description="No rule broken, waived ones apart.")
+    invalid_reasons: list[ValidityReason] = Field([], description="The rules broken.")
+    waived: list[ValidityReason] = Field(
+        [], description="Rules broken whose codes the campaign waives (not counted)."
+    )
+    not_judged: list[ValidityReason] = Field(
+        [], description="Rules the run's record cannot decide (e.g. no power samples)."
+    )
+    rules: ValidityRules = Field(..., description="The thresholds it was judged under.")
+
+
 class RunResult(ResultModel):
     """Everything measured in one run."""
 
@@ -585,6 +644,9 @@ class RunResult(ResultModel):
     energy: Energy
     energy_per_output_token_j: float | None
     adjusted_energy_per_output_token_j: float | None = None
+    energy_per_output_token_uncertainty_j: float | None = Field(
+        None, description="energy.energy_uncertainty_j / output tokens."
+    )
     energy_per_output_token_null_reason: str | None = None
     timeseries: Timeseries | None = None
     precision: PrecisionMetadata | None = None
@@ -601,6 +663,9 @@ class RunResult(ResultModel):
     steady_state: SteadyState | None = Field(
         None, description="Continuous batching under load: the batch full, before it drains."
     )
+    engine_view: EngineView | None = Field(
+        None, description="The engine's own view of the window (its scheduler), summarised."
+    )
     phases_null_reason: str | None = Field(
         None, description="Why phases and steady_state are null (e.g. a multi-process run)."
     )
@@ -609,5 +674,10 @@ class RunResult(ResultModel):
     )
     gpu_processes: GpuProcessCheck | None = Field(
         None, description="Other processes on the run's GPUs before and during the window."
+    )
+    validity: Validity | None = Field(
+        None,
+        description="The verdict at measurement time (null before schema 1.9); the tables "
+        "judge again under the campaign's current rules.",
     )
     requests: list[RequestResult]

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llenergymeasure.results.budget import UncertaintyPart
+
 Phase = Literal["prefill", "decode", "idle"]
 EnergyLabel = Literal["counter", "power", "apportioned"]
 LABEL_DESCRIPTION = (
@@ -41,6 +43,10 @@ class PhaseInterval(_Strict):
     apportioned_energy_j: float | None = Field(
         None, description="The rest of energy_j: shares of steps straddling its edges."
     )
+    energy_uncertainty_j: float | None = Field(
+        None, description="Sensor budget of energy_j: the sum of uncertainty_parts' bounds."
+    )
+    uncertainty_parts: list[UncertaintyPart] = []
     output_tokens: int = Field(0, description="Output tokens delivered at its steps.")
 
 
@@ -64,6 +70,10 @@ class PhaseEnergy(_Strict):
         description="Energy within half a timeline resolution of each of this phase's "
         "boundaries: inside it the power is interpolated, so it could belong to either side.",
     )
+    energy_uncertainty_j: float | None = Field(
+        None, description="Sensor budget of energy_j: the sum of uncertainty_parts' bounds."
+    )
+    uncertainty_parts: list[UncertaintyPart] = []
     output_tokens: int = Field(0, description="Output tokens delivered at this phase's steps.")
     input_tokens: int | None = Field(
         None, description="Prefill only: prompt tokens of the requests prefilled."
@@ -146,11 +156,25 @@ class SteadyState(_Strict):
     start_t_window_s: float | None = Field(None, description="Start of the first window.")
     end_t_window_s: float | None = Field(None, description="End of the last window.")
     peak_running: int | None = Field(None, description="Largest running batch seen.")
-    mean_running: float | None = Field(None, description="Time-weighted mean running batch.")
+    mean_running: float | None = Field(
+        None, description="Time-weighted mean running batch (from saturation_source)."
+    )
     saturation: float | None = Field(None, description="mean_running / max_num_seqs.")
+    saturation_source: Literal["engine_scheduler", "token_events"] | None = Field(
+        None,
+        description="engine_scheduler: the engine's own running count at each step inside "
+        "the windows (vLLM); token_events: inferred from first and last tokens.",
+    )
+    token_events_mean_running: float | None = Field(
+        None, description="The running batch inferred from token events, beside the engine's."
+    )
     output_tokens: int | None = Field(None, description="Output tokens delivered inside it.")
     energy_j: float | None = None
     energy_null_reason: str | None = None
+    energy_uncertainty_j: float | None = Field(
+        None, description="Sensor budget of energy_j: the sum of uncertainty_parts' bounds."
+    )
+    uncertainty_parts: list[UncertaintyPart] = []
     energy_per_output_token_j: float | None = None
     window_energy_per_output_token_j: float | None = Field(
         None, description="The whole window's figure, beside it."
@@ -159,3 +183,26 @@ class SteadyState(_Strict):
     unsaturated: bool | None = Field(None, description="saturation below the threshold.")
     min_duration_s: float = STEADY_MIN_S
     saturation_threshold: float = SATURATION_THRESHOLD
+
+
+class EngineView(_Strict):
+    """The engine's own view of the window: its scheduler's state step by step, summarised.
+
+    Time-weighted means hold each step's state until the next step (the last until the
+    window ends); the samples themselves are in timeseries.parquet (device ``engine:...``).
+    """
+
+    source: str = Field(..., description="Where the numbers come from.")
+    null_reason: str | None = Field(None, description="Why there are no samples.")
+    samples: int = Field(0, description="Engine steps recorded inside the window.")
+    max_num_seqs: int | None = None
+    mean_running: float | None = Field(None, description="Time-weighted mean running requests.")
+    peak_running: int | None = None
+    saturation: float | None = Field(None, description="mean_running / max_num_seqs.")
+    mean_waiting: float | None = Field(None, description="Time-weighted mean waiting requests.")
+    peak_waiting: int | None = None
+    mean_kv_cache_usage: float | None = Field(
+        None, description="Time-weighted mean KV-cache usage (0-1)."
+    )
+    peak_kv_cache_usage: float | None = None
+    preemptions: int | None = Field(None, description="Requests preempted inside the window.")

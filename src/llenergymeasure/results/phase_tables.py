@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from llenergymeasure.results.arrow_fields import arrow_fields
+from llenergymeasure.results.budget import parts_text
 from llenergymeasure.results.models import RequestResult, RunResult
 from llenergymeasure.results.phase_models import PhaseInterval
 
@@ -21,8 +22,12 @@ PHASE_RUN_FIELDS = [
     pa.field("prefill_energy_j", pa.float64()),
     pa.field("decode_energy_j", pa.float64()),
     pa.field("idle_gap_energy_j", pa.float64()),
-    pa.field("prefill_energy_uncertainty_j", pa.float64()),
+    pa.field("prefill_energy_uncertainty_j", pa.float64()),  # sensor budget, with parts
     pa.field("decode_energy_uncertainty_j", pa.float64()),
+    pa.field("idle_gap_energy_uncertainty_j", pa.float64()),
+    pa.field("prefill_energy_uncertainty_parts", pa.string()),
+    pa.field("decode_energy_uncertainty_parts", pa.string()),
+    pa.field("idle_gap_energy_uncertainty_parts", pa.string()),
     pa.field("prefill_energy_label", pa.string()),  # counter | power | apportioned | mixed
     pa.field("decode_energy_label", pa.string()),
     pa.field("prefill_apportioned_energy_j", pa.float64()),
@@ -40,13 +45,30 @@ PHASE_RUN_FIELDS = [
     pa.field("steady_state_saturation", pa.float64()),
     pa.field("steady_state_output_tokens", pa.int64()),
     pa.field("steady_state_energy_j", pa.float64()),
+    pa.field("steady_state_energy_uncertainty_j", pa.float64()),
+    pa.field("steady_state_energy_uncertainty_parts", pa.string()),
     pa.field("steady_state_energy_per_output_token_j", pa.float64()),
     pa.field("steady_state_energy_null_reason", pa.string()),
     pa.field("steady_state_short", pa.bool_()),
     pa.field("steady_state_unsaturated", pa.bool_()),
+    pa.field("steady_state_saturation_source", pa.string()),  # engine_scheduler | token_events
+    pa.field("steady_state_token_events_mean_running", pa.float64()),
+    # the engine's own view of the window (result.engine_view)
+    pa.field("engine_view_source", pa.string()),
+    pa.field("engine_view_null_reason", pa.string()),
+    pa.field("engine_steps", pa.int64()),
+    pa.field("engine_mean_running", pa.float64()),
+    pa.field("engine_peak_running", pa.int64()),
+    pa.field("engine_saturation", pa.float64()),
+    pa.field("engine_mean_waiting", pa.float64()),
+    pa.field("engine_peak_waiting", pa.int64()),
+    pa.field("engine_mean_kv_cache_usage", pa.float64()),
+    pa.field("engine_peak_kv_cache_usage", pa.float64()),
+    pa.field("engine_preemptions", pa.int64()),
 ]
 REQUEST_ENERGY_FIELDS = [
     pa.field("energy_j", pa.float64()),
+    pa.field("energy_uncertainty_j", pa.float64()),  # its share of the window's budget
     pa.field("energy_method", pa.string()),
     pa.field("energy_null_reason", pa.string()),
 ]
@@ -84,8 +106,12 @@ def phase_run_columns(result: RunResult) -> dict[str, Any]:
             "prefill_energy_j": prefill.energy_j,
             "decode_energy_j": decode.energy_j,
             "idle_gap_energy_j": idle.energy_j,
-            "prefill_energy_uncertainty_j": prefill.alignment_uncertainty_j,
-            "decode_energy_uncertainty_j": decode.alignment_uncertainty_j,
+            "prefill_energy_uncertainty_j": prefill.energy_uncertainty_j,
+            "decode_energy_uncertainty_j": decode.energy_uncertainty_j,
+            "idle_gap_energy_uncertainty_j": idle.energy_uncertainty_j,
+            "prefill_energy_uncertainty_parts": parts_text(prefill.uncertainty_parts),
+            "decode_energy_uncertainty_parts": parts_text(decode.uncertainty_parts),
+            "idle_gap_energy_uncertainty_parts": parts_text(idle.uncertainty_parts),
             "prefill_energy_label": prefill.energy_label,
             "decode_energy_label": decode.energy_label,
             "prefill_apportioned_energy_j": prefill.apportioned_energy_j,
@@ -105,11 +131,33 @@ def phase_run_columns(result: RunResult) -> dict[str, Any]:
             "steady_state_saturation": steady.saturation,
             "steady_state_output_tokens": steady.output_tokens,
             "steady_state_energy_j": steady.energy_j,
+            "steady_state_energy_uncertainty_j": steady.energy_uncertainty_j,
+            "steady_state_energy_uncertainty_parts": parts_text(steady.uncertainty_parts),
             "steady_state_energy_per_output_token_j": steady.energy_per_output_token_j,
             "steady_state_energy_null_reason": steady.energy_null_reason,
             "steady_state_short": steady.short,
             "steady_state_unsaturated": steady.unsaturated,
+            "steady_state_saturation_source": steady.saturation_source,
+            "steady_state_token_events_mean_running": steady.token_events_mean_running,
         }
+    if view := result.engine_view:
+        columns |= {
+            "engine_view_source": view.source,
+            "engine_view_null_reason": view.null_reason,
+            "engine_steps": view.samples,
+            "engine_mean_running": view.mean_running,
+            "engine_peak_running": view.peak_running,
+            "engine_saturation": view.saturation,
+            "engine_mean_waiting": view.mean_waiting,
+            "engine_peak_waiting": view.peak_waiting,
+            "engine_mean_kv_cache_usage": view.mean_kv_cache_usage,
+            "engine_peak_kv_cache_usage": view.peak_kv_cache_usage,
+            "engine_preemptions": view.preemptions,
+        }
+    else:
+        columns["engine_view_null_reason"] = (
+            f"the result (schema {result.schema_version}) predates the engine view (1.10)"
+        )
     return columns
 
 
@@ -118,6 +166,7 @@ def request_energy_columns(result: RunResult, request: RequestResult) -> dict[st
     recorded = "energy_j" in request.model_fields_set  # from schema 1.7 on
     return {
         "energy_j": request.energy_j,
+        "energy_uncertainty_j": request.energy_uncertainty_j,
         "energy_method": result.phases.request_energy_method if result.phases else None,
         "energy_null_reason": request.energy_null_reason if recorded else _old(result),
     }
@@ -126,4 +175,6 @@ def request_energy_columns(result: RunResult, request: RequestResult) -> dict[st
 def phase_rows(result: RunResult) -> Iterable[dict[str, Any]]:
     """tables/phases.parquet rows of a result (none for an older result)."""
     for interval in result.phases.intervals if result.phases else []:
-        yield {"run_id": result.run_id, **interval.model_dump()}
+        row = interval.model_dump()
+        row["uncertainty_parts"] = parts_text(interval.uncertainty_parts)
+        yield {"run_id": result.run_id, **row}

@@ -92,6 +92,18 @@ def _protocol(result: RunResult) -> str:
     return "; ".join(parts) or "not recorded"
 
 
+def _verdict(result: RunResult) -> str:
+    """VALID / INVALID with the reasons, as judged when the result was written."""
+    v = result.validity
+    if v is None:
+        return "not judged (a result written before schema 1.9)"
+    head = "[green]VALID[/]" if v.valid else "[red]INVALID[/]"
+    lines = [head, *(f"{r.code}: {r.message}" for r in v.invalid_reasons)]
+    lines += [f"waived {r.code}: {r.message}" for r in v.waived]
+    lines += [f"not judged {r.code}: {r.message}" for r in v.not_judged]
+    return "\n".join(lines)
+
+
 def run_view(result: RunResult) -> Table:
     """One run: configuration, tokens, latency, energy, FLOPs, provenance, warnings."""
     cfg, energy = result.config, result.energy
@@ -100,6 +112,7 @@ def run_view(result: RunResult) -> Table:
     table.add_column("value")
     settings = cfg.settings.model_dump(exclude_none=True, exclude={"vllm", "tensorrt"})
     rows = [
+        ("verdict", _verdict(result)),
         ("model / backend", f"{cfg.model.name} ({cfg.model.source}) / {cfg.backend}"),
         ("settings", ", ".join(f"{k}={v}" for k, v in settings.items())),
         (
@@ -131,9 +144,28 @@ def run_view(result: RunResult) -> Table:
                 f"{cell(energy.adjusted_energy_j)} J",
             )
         )
+        budget = (
+            f"± {energy.energy_uncertainty_j:.3g} J ("
+            + ", ".join(f"{p.name} {p.bound_j:.3g}" for p in energy.uncertainty_parts)
+            + ")"
+            if energy.energy_uncertainty_j is not None
+            else f"null: {energy.uncertainty_null_reason or 'not recorded (before schema 1.10)'}"
+        )
+        rows.append(("sensor budget", budget))
         rows += [
             (f"  {d.device}", f"{cell(d.energy_j)} J via {d.method}") for d in energy.per_device
         ]
+    if (view := result.engine_view) is not None:
+        rows.append(
+            (
+                "engine view",
+                f"null: {view.null_reason}"
+                if view.mean_running is None
+                else f"mean running {view.mean_running:.2f} of {view.max_num_seqs}, peak waiting "
+                f"{cell(view.peak_waiting)}, mean KV {cell(view.mean_kv_cache_usage)}, "
+                f"preemptions {cell(view.preemptions)} ({view.source.split(':')[0]})",
+            )
+        )
     if cfg.settings.vllm:
         rows.insert(2, ("vllm", cfg.settings.vllm.model_dump_json(exclude_defaults=True)))
     if cfg.settings.tensorrt:

@@ -4,7 +4,9 @@ Per metric: ``<metric>_{mean,std,ci_low,ci_high,cv,n}`` and ``<metric>_ci_method
 interval method actually used (``t`` or ``bca``; null where n < 2). Per campaign (the same in
 every row): ``ci_confidence`` (the configured level), ``ci_method_requested`` (the configured
 `analysis.ci_method`: ``bca`` with a ``t`` per-metric method is the small-n fallback) and
-``ci_resamples`` (bootstrap resamples, used by ``bca`` only).
+``ci_resamples`` (bootstrap resamples, used by ``bca`` only). The intervals cover run-to-run
+spread only; ``energy_uncertainty_j_mean`` and ``energy_per_output_token_uncertainty_j_mean``
+give the mean sensor budget of the folded runs beside them (`measure.uncertainty`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ METRICS = (
     "flops_per_output_token",
     "tokens_per_joule",
 )
+BUDGETS = ("energy_uncertainty_j", "energy_per_output_token_uncertainty_j")
+"""Sensor budgets folded as their mean beside the run-to-run CIs (null unless every run has one)."""
 STATS = ("mean", "std", "ci_low", "ci_high", "cv", "n", "ci_method")
 STAT_TYPES = {"n": pa.int64(), "ci_method": pa.string()}
 """Arrow type of each statistic that is not a float64."""
@@ -65,8 +69,10 @@ AXES = (
 SUMMARY_SCHEMA = pa.schema(
     [
         *[RUNS_SCHEMA.field(name) for name in AXES],
-        pa.field("repeats", pa.int64()),
+        pa.field("repeats", pa.int64()),  # the runs folded
         pa.field("failed_runs", pa.int64()),
+        pa.field("invalid_runs", pa.int64()),  # succeeded but invalid (analysis.validity)
+        pa.field("invalid_included", pa.bool_()),  # analysis.include_invalid
         pa.field("run_ids", pa.list_(pa.string())),
         pa.field("ci_confidence", pa.float64()),
         pa.field("ci_method_requested", pa.string()),
@@ -76,6 +82,7 @@ SUMMARY_SCHEMA = pa.schema(
             for metric in METRICS
             for stat in STATS
         ],
+        *[pa.field(f"{column}_mean", pa.float64()) for column in BUDGETS],
         pa.field("high_variance", pa.bool_()),
         pa.field("high_variance_metrics", pa.list_(pa.string())),
         *SLO_FIELDS,
@@ -88,11 +95,15 @@ def summary_rows(runs: pd.DataFrame, analysis: AnalysisConfig) -> list[dict[str,
     rows = []
     failed = runs[runs["status"] == "failed"].groupby("configuration_id").size()
     succeeded = runs[runs["status"] != "failed"]  # failures are listed in summary.md
-    for configuration, group in succeeded.groupby("configuration_id", sort=False):
-        first = group.iloc[0]
+    for configuration, runs_of in succeeded.groupby("configuration_id", sort=False):
+        first = runs_of.iloc[0]
+        invalid = runs_of["valid"].map(lambda v: v is False) if "valid" in runs_of else None
+        group = runs_of if invalid is None or analysis.include_invalid else runs_of[~invalid]
         row: dict[str, Any] = {name: first[name] for name in AXES}
         row["repeats"] = len(group)
         row["failed_runs"] = int(failed.get(configuration, 0))
+        row["invalid_runs"] = int(invalid.sum()) if invalid is not None else 0
+        row["invalid_included"] = analysis.include_invalid
         row["run_ids"] = sorted(group["run_id"])
         row["ci_confidence"] = analysis.confidence
         row["ci_method_requested"] = analysis.ci_method
@@ -110,6 +121,10 @@ def summary_rows(runs: pd.DataFrame, analysis: AnalysisConfig) -> list[dict[str,
                 row[f"{metric}_{stat}"] = getattr(s, stat)
             if s.cv is not None and s.cv > analysis.cv_threshold:
                 noisy.append(metric)
+        for column in BUDGETS:
+            values = group[column].tolist() if column in group else []
+            known = values and all(v is not None for v in values)
+            row[f"{column}_mean"] = sum(values) / len(values) if known else None
         row["high_variance"] = bool(noisy)
         row["high_variance_metrics"] = noisy
         row.update(slo_columns(row, analysis.slo))

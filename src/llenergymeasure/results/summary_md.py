@@ -48,6 +48,11 @@ def _with_ci(row: pd.Series, metric: str) -> str:
     return f"{mean} [{_fmt(low)}, {_fmt(high)}]"
 
 
+def _budget(row: pd.Series) -> str:
+    value = row.get("energy_per_output_token_uncertainty_j_mean")
+    return f"±{_fmt(value)}" if value is not None and pd.notna(value) else "null"
+
+
 def _interval_methods_text(summary: pd.DataFrame) -> str:
     """The methods bullet on intervals: formula, level, n, and any BCa fallback."""
     used = interval_methods(summary, TABLE_METRICS)
@@ -169,27 +174,73 @@ def _protocol_text(runs: pd.DataFrame) -> str:
     return f"{cooldown}; {warmup}; {window}; {prefix}."
 
 
+def _invalid_count(row: pd.Series) -> str:
+    """`` (+1 invalid)`` beside n where invalid runs were left out of the fold."""
+    invalid = row.get("invalid_runs")
+    if pd.isna(invalid) or not invalid or bool(row.get("invalid_included")):
+        return ""
+    return f" (+{int(invalid)} invalid)"
+
+
+def _invalid_lines(invalid: pd.DataFrame, included: bool) -> list[str]:
+    """The succeeded runs that broke a validity rule, each with its reasons."""
+    if invalid.empty:
+        return []
+    lines = [
+        "",
+        "## Invalid runs",
+        "",
+        "Measured, but breaking a rule of `analysis.validity`: "
+        + (
+            "folded into the summary anyway (`analysis.include_invalid`)."
+            if included
+            else "left out of the summary (counted in its `invalid_runs`)."
+        ),
+        "",
+        "| model | backend | batch | dtype | repeat | reasons |",
+        "|---|---|---|---|---|---|",
+    ]
+    for _, row in invalid.iterrows():
+        detail = str(row["invalid_detail"]).replace("|", "\\|")
+        lines.append(
+            f"| {row['model']} | {row['backend']} | {row['batch_size']} | {row['dtype']} "
+            f"| {row['repeat']} | {detail} |"
+        )
+    return lines
+
+
 def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path: Path) -> str:
     """Markdown of the summary table and its methods."""
     provenance = json.loads(provenance_path.read_text())
     campaign = summary["campaign"].iloc[0] if len(summary) else "?"
     failed = runs[runs["status"] == "failed"]
+    invalid = runs[runs["valid"].map(lambda v: v is False)] if "valid" in runs else runs[:0]
+    included = bool(summary["invalid_included"].any()) if "invalid_included" in summary else True
     lines = [
         f"# Campaign `{campaign}`",
         "",
         f"**{len(runs) - len(failed)} of {len(runs)} runs succeeded**"
-        + (f"; {len(failed)} failed (listed below)." if len(failed) else "."),
+        + (f"; {len(failed)} failed (listed below)." if len(failed) else ".")
+        + (
+            f" **{len(invalid)} succeeded runs are invalid** (listed below"
+            + ("; folded in anyway)." if included else "; not folded into the table).")
+            if len(invalid)
+            else ""
+        ),
         "",
         "Mean over repeats with its confidence interval of the mean in brackets "
         f"({ci_label(summary, TABLE_METRICS)}; a single repeat has none). Energy per token "
-        "is per *output* token; *adjusted* subtracts idle power × window. `!` marks a "
+        "is per *output* token; *adjusted* subtracts idle power × window. The intervals "
+        "cover run-to-run spread only; *sensor ±* is the mean sensor budget of the folded "
+        "runs' energy per token (see Methods), beside them, not inside them. `!` marks a "
         "configuration whose coefficient of variation exceeds the campaign's threshold on "
         "some metric.",
         "",
-        "| model | backend | batch | dtype | quant. | n | energy/token (J) | adjusted (J) "
+        "| model | backend | batch | dtype | quant. | n | energy/token (J) | sensor ± (J) "
+        "| adjusted (J) "
         "| throughput (tok/s) | TTFT p50 (s) | service TTFT p50 (s) | queue p50 (s) "
         "| ITL p50 (s) | GFLOPs/token | energy source |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in summary.iterrows():
         flops = row["flops_per_output_token_mean"]
@@ -202,8 +253,9 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
                     str(row["batch_size"]),
                     str(row["dtype"]),
                     str(row["quantization"]),
-                    f"{row['repeats']}{' !' if row['high_variance'] else ''}",
+                    f"{row['repeats']}{' !' if row['high_variance'] else ''}" + _invalid_count(row),
                     _with_ci(row, "energy_per_output_token_j"),
+                    _budget(row),
                     _with_ci(row, "adjusted_energy_per_output_token_j"),
                     _with_ci(row, "output_tokens_per_s"),
                     _with_ci(row, "ttft_median_s"),
@@ -226,6 +278,7 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
     lines += _optimum_lines(summary)
     lines += slo_lines(summary)
     lines += phase_lines(runs)
+    lines += _invalid_lines(invalid, included)
     lines += _failure_lines(failed)
     lines += [
         "",
@@ -234,6 +287,10 @@ def summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, provenance_path:
         f"- Energy sources: {', '.join(provenance['energy_methods'])}; sampling/meter "
         f"intervals: {', '.join(intervals) or 'n/a'}. `estimated` numbers come from a model "
         "(CodeCarbon without hardware counters), not from a counter.",
+        "- Sensor budget (per run, `energy_uncertainty_j` with its parts in runs.parquet): "
+        "the sum of bounds from the counter's update period at the window's ends, the "
+        "vendor-stated power accuracy (NVIDIA: ±5 W per GPU), polled power's standard error, "
+        "the idle baseline's spread (adjusted energy) and CodeCarbon's ±50 % (estimates).",
         f"- Software: {_containers_text(provenance)}",
         f"- FLOPs: {', '.join(sorted(set(runs['flops_method'].dropna())))} "
         f"(confidence {', '.join(sorted(set(runs['flops_confidence'].dropna())))}); "

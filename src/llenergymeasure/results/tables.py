@@ -14,8 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from llenergymeasure.config.loader import hash_config_data
 from llenergymeasure.config.models import GpuSettings, Settings, clock_range
+from llenergymeasure.config.validity import ValidityRules
 from llenergymeasure.results.arrow_fields import arrow_fields
+from llenergymeasure.results.budget import parts_text
 from llenergymeasure.results.io import read_result
 from llenergymeasure.results.models import FailureRecord, Latency, RunResult, Stats
 from llenergymeasure.results.phase_tables import (
@@ -27,6 +30,7 @@ from llenergymeasure.results.phase_tables import (
     request_energy_columns,
 )
 from llenergymeasure.results.timeseries import TIMESERIES_SCHEMA
+from llenergymeasure.results.validity import cascade, cascade_reason, judge
 
 SECTIONS = {"vllm", "tensorrt", "gpu"}  # settings with a section of their own: JSON columns
 SETTINGS_FIELDS = arrow_fields(Settings, exclude=SECTIONS)
@@ -114,6 +118,13 @@ RUNS_SCHEMA = pa.schema(
         pa.field("adjusted_null_reason", pa.string()),
         pa.field("idle_power_w", pa.float64()),
         pa.field("facility_energy_j", pa.float64()),
+        pa.field("energy_uncertainty_j", pa.float64()),  # the sensor budget of energy_j
+        pa.field("energy_per_output_token_uncertainty_j", pa.float64()),
+        pa.field("adjusted_energy_uncertainty_j", pa.float64()),
+        pa.field("facility_energy_uncertainty_j", pa.float64()),
+        pa.field("energy_uncertainty_parts", pa.string()),
+        pa.field("energy_uncertainty_method", pa.string()),
+        pa.field("energy_uncertainty_null_reason", pa.string()),
         pa.field("energy_null_reason", pa.string()),
         pa.field("energy_method", pa.string()),
         pa.field("energy_confidence", pa.string()),
@@ -149,6 +160,12 @@ RUNS_SCHEMA = pa.schema(
         pa.field("config_hash", pa.string()),
         pa.field("schema_version", pa.string()),
         pa.field("warnings", pa.list_(pa.string())),
+        # the verdict under the campaign's analysis.validity (null for failed runs)
+        pa.field("valid", pa.bool_()),
+        pa.field("invalid_reasons", pa.list_(pa.string())),
+        pa.field("invalid_detail", pa.string()),
+        pa.field("waived_reasons", pa.list_(pa.string())),
+        pa.field("stability_group", pa.string()),
         *PHASE_RUN_FIELDS,
     ]
 )
@@ -176,6 +193,15 @@ LATENCY_SCHEMA = pa.schema(
         *REQUEST_ENERGY_FIELDS,
     ]
 )
+
+
+def _budget_null_reason(result: RunResult) -> str | None:
+    energy = result.energy
+    if energy.energy_uncertainty_j is not None:
+        return None
+    if "energy_uncertainty_j" not in energy.model_fields_set:
+        return f"the result (schema {result.schema_version}) predates the budget (schema 1.10)"
+    return energy.uncertainty_null_reason or energy.null_reason
 
 
 def _recorded(model: BaseModel, name: str) -> Any:
@@ -303,6 +329,13 @@ def run_row(result: RunResult | FailureRecord) -> dict[str, Any]:
         "adjusted_null_reason": energy.adjusted_null_reason,
         "idle_power_w": energy.baseline.idle_power_w if energy.baseline else None,
         "facility_energy_j": energy.facility_energy_j,
+        "energy_uncertainty_j": energy.energy_uncertainty_j,
+        "energy_per_output_token_uncertainty_j": result.energy_per_output_token_uncertainty_j,
+        "adjusted_energy_uncertainty_j": energy.adjusted_energy_uncertainty_j,
+        "facility_energy_uncertainty_j": energy.facility_energy_uncertainty_j,
+        "energy_uncertainty_parts": parts_text(energy.uncertainty_parts),
+        "energy_uncertainty_method": energy.uncertainty_method,
+        "energy_uncertainty_null_reason": _budget_null_reason(result),
         "energy_devices": energy.devices,
         "foreign_processes": (
             len(result.gpu_processes.foreign)
@@ -421,13 +454,48 @@ def _without_gc() -> Iterator[None]:
             gc.enable()
 
 
+def verdict_columns(result: RunResult, rules: ValidityRules | None) -> dict[str, Any]:
+    """runs.parquet's verdict of a succeeded run, judged under `rules` (None: its own rules)."""
+    verdict = judge(result, rules or result.config.validity or ValidityRules())
+    return {
+        "valid": verdict.valid,
+        "invalid_reasons": [r.code for r in verdict.invalid_reasons],
+        "invalid_detail": "; ".join(f"{r.code}: {r.message}" for r in verdict.invalid_reasons)
+        or None,
+        "waived_reasons": [r.code for r in verdict.waived],
+        "stability_group": stability_group(result),
+    }
+
+
+def stability_group(result: RunResult) -> str:
+    """Hash shared by the configurations that differ only in batch size (and repeat)."""
+    data = result.config.model_dump(mode="json")
+    data["settings"]["batch_size"] = 0
+    return hash_config_data({**data, "repeat": 0})[:12]
+
+
+def _apply_cascade(rows: list[dict[str, Any]]) -> None:
+    judged = [row for row in rows if row["valid"] is not None]
+    smaller = cascade([(r["stability_group"], r["batch_size"], r["valid"]) for r in judged])
+    for i, batch in smaller.items():
+        row, reason = judged[i], cascade_reason(batch)
+        row["valid"] = False
+        row["invalid_reasons"] = [*row["invalid_reasons"], reason.code]
+        row["invalid_detail"] = "; ".join(
+            filter(None, [row["invalid_detail"], f"{reason.code}: {reason.message}"])
+        )
+
+
 @_without_gc()
-def build_tables(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
+def build_tables(
+    result_paths: list[Path], out_dir: Path, rules: ValidityRules | None = None
+) -> dict[str, Path]:
     """Write runs.parquet, latency.parquet, timeseries.parquet and phases.parquet.
 
     Args:
         result_paths: The runs' result.json files (their timeseries.parquet lie beside them).
         out_dir: The campaign's tables directory.
+        rules: The campaign's `analysis.validity` (None: each result's own, else defaults).
     """
     # Stream: keep only the rows, not 10,000 parsed results.
     run_rows: list[dict[str, Any]] = []
@@ -435,10 +503,14 @@ def build_tables(result_paths: list[Path], out_dir: Path) -> dict[str, Path]:
     phases: list[dict[str, Any]] = []
     for path in result_paths:
         result = read_result(path)
-        run_rows.append(run_row(result))
+        row = run_row(result)
         if isinstance(result, RunResult):
+            row |= verdict_columns(result, rules)
             latency.extend(latency_rows(result))
             phases.extend(phase_rows(result))
+        run_rows.append(row)
+    if rules is not None and rules.stability_cascade:
+        _apply_cascade(run_rows)
     run_rows.sort(key=lambda r: (r["model"], r["backend"], r["run_id"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {

@@ -51,9 +51,16 @@ TIMESERIES_SCHEMA = pa.schema(
         pa.field("mem_util_pct", pa.float64()),
         pa.field("throttle_reasons", pa.int64()),
         pa.field("power_limit_w", pa.float64()),
+        # the engine's scheduler after each step (rows of device `engine:<backend>`)
+        pa.field("running_reqs", pa.int64()),
+        pa.field("waiting_reqs", pa.int64()),
+        pa.field("kv_cache_usage", pa.float64()),
+        pa.field("preempted_reqs", pa.int64()),
     ]
 )
 VALUE_COLUMNS = TIMESERIES_SCHEMA.names[5:]
+ENGINE_PREFIX = "engine:"
+"""Device ids of the engine's own rows (its scheduler), beside the devices' readings."""
 
 
 def write_timeseries(
@@ -73,7 +80,7 @@ def write_timeseries(
         columns["t_unix_s"].append(s.t_s)
         columns["t_window_s"].append(s.t_s - window_start_unix_s)
         for name in VALUE_COLUMNS:
-            columns[name].append(getattr(s, name))
+            columns[name].append(getattr(s, name, None))  # a device's or the engine's
     table = pa.table(columns, schema=TIMESERIES_SCHEMA)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
@@ -82,13 +89,12 @@ def write_timeseries(
 
 
 def read_power(path: Path) -> list[tuple[str, float, float | None]]:
-    """`(device, t_unix_s, power_w)` of every row of a timeline written by `write_timeseries`."""
+    """`(device, t_unix_s, power_w)` of every device row of a timeline (`write_timeseries`)."""
     table = pq.read_table(path, columns=["device", "t_unix_s", "power_w"])
-    return list(
-        zip(
-            table.column("device").to_pylist(),
-            table.column("t_unix_s").to_pylist(),
-            table.column("power_w").to_pylist(),
-            strict=True,
-        )
+    rows = zip(
+        table.column("device").to_pylist(),
+        table.column("t_unix_s").to_pylist(),
+        table.column("power_w").to_pylist(),
+        strict=True,
     )
+    return [row for row in rows if not row[0].startswith(ENGINE_PREFIX)]
